@@ -1,0 +1,104 @@
+"""Base class for every JSON API view: authenticates a workspace key and binds the tenant scope."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, ClassVar
+
+from django.http import HttpRequest
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import access
+from accounts.models import ApiKey
+from accounts.services import authenticate_key
+from accounts.tenancy import _current_workspace_id
+
+
+def presented_key(request: HttpRequest | Request) -> str | None:
+    """The key from HTTP Basic (username; Segment style) or a Bearer token."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0]
+    return None
+
+
+class _KeyAuthentication(authentication.BaseAuthentication):
+    kind: ClassVar[str]
+
+    def authenticate(self, request: Request) -> tuple[None, ApiKey] | None:
+        raw = presented_key(request)
+        if raw is None:
+            raw = self.body_key(request)
+        if raw is None:
+            raise exceptions.NotAuthenticated("An API key is required (HTTP Basic username or Bearer).")
+        api_key = authenticate_key(raw=raw, kind=self.kind)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("The API key is invalid or revoked.")
+        return (None, api_key)
+
+    def body_key(self, request: Request) -> str | None:
+        return None
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="uplift"'
+
+
+class WriteKeyAuthentication(_KeyAuthentication):
+    kind = ApiKey.Kind.WRITE
+    # Bodies above this are refused before parsing, so peeking for `writeKey` stays cheap.
+    max_peek_bytes = 500 * 1024
+
+    def body_key(self, request: Request) -> str | None:
+        """Segment libraries may send the write key in the JSON body as `writeKey`."""
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not declared.isdigit() or int(declared) > self.max_peek_bytes:
+            return None
+        try:
+            body = json.loads(request._request.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        key = body.get("writeKey") if isinstance(body, dict) else None
+        return key if isinstance(key, str) else None
+
+
+class SecretKeyAuthentication(_KeyAuthentication):
+    kind = ApiKey.Kind.SECRET
+
+
+class WorkspaceAPIView(APIView):
+    """Authenticates the request's key, then runs the handler inside that key's workspace scope."""
+
+    access_policy: ClassVar[str] = access.SECRET_KEY
+    authentication_classes = [SecretKeyAuthentication]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        api_key = request.auth
+        assert isinstance(api_key, ApiKey)
+        self.workspace = api_key.workspace
+        self._scope_token = _current_workspace_id.set(api_key.workspace_id)
+        if api_key.last_used_at is None or (timezone.now() - api_key.last_used_at).total_seconds() > 60:
+            ApiKey.all_workspaces.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        token = self.__dict__.pop("_scope_token", None)
+        if token is not None:
+            _current_workspace_id.reset(token)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class WriteKeyAPIView(WorkspaceAPIView):
+    access_policy = access.WRITE_KEY
+    authentication_classes = [WriteKeyAuthentication]

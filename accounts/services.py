@@ -1,0 +1,106 @@
+"""Use cases that change who is who: sign-up, API keys, customers and contacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from accounts import keys
+from accounts.models import ApiKey, Contact, Customer, Membership, User, Workspace
+from accounts.tenancy import tenant_scope
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: `plaintext` is shown to the founder once and never stored."""
+
+    api_key: ApiKey
+    plaintext: str
+
+
+@transaction.atomic
+def sign_up(*, email: str, password: str, workspace_name: str) -> tuple[User, Workspace]:
+    """Create a founder, their workspace, and the workspace's first write key."""
+    user = User.objects.create_user(email=email, password=password)
+    workspace = Workspace.objects.create(name=workspace_name)
+    Membership.objects.create(workspace=workspace, user=user, role=Membership.Role.OWNER)
+    with tenant_scope(workspace):
+        issue_api_key(workspace=workspace, kind=ApiKey.Kind.WRITE, name="Default write key")
+    return user, workspace
+
+
+def issue_api_key(*, workspace: Workspace, kind: str, name: str = "") -> IssuedKey:
+    """Create a key; the plaintext exists only in the return value."""
+    plaintext, parsed = keys.generate(kind)
+    api_key = ApiKey.objects.create(
+        workspace=workspace, kind=kind, name=name, key_id=parsed.key_id, secret_hash=keys.hash_secret(parsed.secret)
+    )
+    return IssuedKey(api_key=api_key, plaintext=plaintext)
+
+
+def revoke_api_key(*, api_key: ApiKey, now: datetime) -> None:
+    """Revoke a key; idempotent."""
+    if api_key.revoked_at is None:
+        api_key.revoked_at = now
+        api_key.save(update_fields=["revoked_at"])
+
+
+def authenticate_key(*, raw: str, kind: str) -> ApiKey | None:
+    """The live key matching `raw` of the given kind, or None. Runs before any tenant is known."""
+    parsed = keys.parse(raw)
+    if parsed is None or parsed.kind != kind:
+        return None
+    api_key = ApiKey.all_workspaces.select_related("workspace").filter(key_id=parsed.key_id).first()
+    if api_key is None:
+        # Spend the same hashing work as a hit so timing does not reveal which key ids exist.
+        keys.secret_matches(parsed.secret, "0" * 64)
+        return None
+    if not keys.secret_matches(parsed.secret, api_key.secret_hash) or api_key.revoked_at is not None:
+        return None
+    return api_key
+
+
+def upsert_customer(
+    *, workspace: Workspace, external_id: str, name: str = "", traits: dict[str, Any] | None = None
+) -> Customer:
+    """Find or create the customer company with `external_id`, merging traits."""
+    customer, created = Customer.objects.get_or_create(
+        workspace=workspace, external_id=external_id, defaults={"name": name, "traits": traits or {}}
+    )
+    if not created and (traits or (name and name != customer.name)):
+        customer.traits = {**customer.traits, **(traits or {})}
+        customer.name = name or customer.name
+        customer.save(update_fields=["traits", "name"])
+    return customer
+
+
+def upsert_contact(
+    *,
+    workspace: Workspace,
+    external_id: str,
+    customer: Customer | None = None,
+    email: str = "",
+    name: str = "",
+    traits: dict[str, Any] | None = None,
+) -> Contact:
+    """Find or create the person with `external_id`, linking them to `customer` when given."""
+    contact, created = Contact.objects.get_or_create(
+        workspace=workspace,
+        external_id=external_id,
+        defaults={"customer": customer, "email": email, "name": name, "traits": traits or {}},
+    )
+    if not created:
+        changed = False
+        for field, value in (("customer", customer), ("email", email), ("name", name)):
+            if value and getattr(contact, field) != value:
+                setattr(contact, field, value)
+                changed = True
+        if traits:
+            contact.traits = {**contact.traits, **traits}
+            changed = True
+        if changed:
+            contact.save()
+    return contact

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ExpansionConfig(AppConfig):
+    name = "expansion"
+    default_auto_field = "django.db.models.BigAutoField"

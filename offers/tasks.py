@@ -1,0 +1,46 @@
+"""Background work of offer delivery: ids in, one service call, idempotent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from accounts.tenancy import tenant_task
+from offers import services
+
+
+@shared_task(name="offers.deliver_opportunity", acks_late=True)
+@tenant_task
+def deliver_opportunity(workspace_id: int, opportunity_id: int) -> list[int]:
+    to_send = services.plan_deliveries(opportunity_id=opportunity_id, now=timezone.now())
+    for delivery_id in to_send:
+        send_email.delay(workspace_id, delivery_id)
+    return to_send
+
+
+@shared_task(
+    name="offers.send_email",
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+@tenant_task
+def send_email(workspace_id: int, delivery_id: int) -> bool:
+    return services.send_email(delivery_id=delivery_id, now=timezone.now())
+
+
+@shared_task(name="offers.tasks.sweep_pending_deliveries")
+def sweep_pending_deliveries() -> int:
+    """Re-publish deliveries lost between commit and publish, or whose worker died."""
+    cutoff = timezone.now() - timedelta(minutes=1)
+    opportunities = services.open_opportunities_without_deliveries(older_than=cutoff)
+    for workspace_id, opportunity_id in opportunities:
+        deliver_opportunity.delay(workspace_id, opportunity_id)
+    emails = services.unsent_emails(older_than=cutoff)
+    for workspace_id, delivery_id in emails:
+        send_email.delay(workspace_id, delivery_id)
+    return len(opportunities) + len(emails)

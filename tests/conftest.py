@@ -1,0 +1,172 @@
+"""Fixtures that start the real components: SMTP sink, Celery worker, tenants with keys."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import User, Workspace
+from accounts.services import issue_api_key, sign_up
+from accounts.tenancy import tenant_scope
+from billing.models import Plan
+from billing.services import create_plan, start_subscription
+from tests.harness import ARTIFACTS, SmtpSink, WorkerProcess, free_port
+from triggers.models import MeterDefinition
+from triggers.services import create_limit_rule, create_meter_definition
+
+_SINK: SmtpSink | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SINK
+    _SINK = SmtpSink(port=free_port()).start()
+    # Settings were loaded by pytest-django already; mail settings are read at send time.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = _SINK.port
+    if settings.REDIS_URL:
+        # A clean broker database: no stale task from an earlier run reaches this run's worker.
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SINK:
+        _SINK.stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    assert _SINK is not None
+    _SINK.clear()
+    yield _SINK
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup: None, django_db_blocker: object) -> Iterator[WorkerProcess]:
+    """A real Celery worker process on Redis, using the test database and the SMTP sink."""
+    if not settings.REDIS_URL or connection.vendor != "postgresql":
+        pytest.fail("worker tests need DATABASE_URL (PostgreSQL) and REDIS_URL: run scripts/test")
+    assert _SINK is not None
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(_SINK.port),
+        "UPLIFT_PUBLIC_BASE_URL": settings.PUBLIC_BASE_URL,
+    }
+    process = WorkerProcess(env=env, queue=settings.CELERY_TASK_DEFAULT_QUEUE, log_path=ARTIFACTS / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@dataclass
+class Tenant:
+    """A signed-up founder with a workspace, keys and a logged-in client."""
+
+    user: User
+    workspace: Workspace
+    write_key: str
+    secret_key: str
+    client: Client
+
+    def basic(self, key: str | None = None) -> dict[str, str]:
+        token = base64.b64encode(f"{key or self.write_key}:".encode()).decode()
+        return {"HTTP_AUTHORIZATION": f"Basic {token}"}
+
+    def bearer(self, key: str | None = None) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {key or self.secret_key}"}
+
+
+def make_tenant(name: str) -> Tenant:
+    user, workspace = sign_up(email=f"founder@{name}.example", password="correct horse battery", workspace_name=name)
+    with tenant_scope(workspace):
+        write_key = issue_api_key(workspace=workspace, kind="write", name="tests").plaintext
+        secret_key = issue_api_key(workspace=workspace, kind="secret", name="tests").plaintext
+    client = Client()
+    client.force_login(user)
+    return Tenant(user=user, workspace=workspace, write_key=write_key, secret_key=secret_key, client=client)
+
+
+@pytest.fixture
+def tenant_a(db: None) -> Tenant:
+    return make_tenant("alpha")
+
+
+@pytest.fixture
+def tenant_b(db: None) -> Tenant:
+    return make_tenant("bravo")
+
+
+@dataclass
+class Catalog:
+    starter: Plan
+    growth: Plan
+
+
+def email_marketing_catalog(workspace: Workspace) -> Catalog:
+    """Example 1 of the methodology: an email tool with a 1,000 subscriber limit on Starter."""
+    with tenant_scope(workspace):
+        starter = create_plan(
+            workspace=workspace,
+            key="starter",
+            name="Starter",
+            amount_cents=2900,
+            tier=1,
+            limits={"subscribers": 1000},
+            features=["1,000 subscribers"],
+        )
+        growth = create_plan(
+            workspace=workspace,
+            key="growth",
+            name="Growth",
+            amount_cents=4900,
+            tier=2,
+            limits={"subscribers": 5000},
+            features=["5,000 subscribers", "Advanced automation", "Priority delivery"],
+        )
+        create_meter_definition(
+            workspace=workspace,
+            key="subscribers",
+            label="subscribers",
+            event_name="List Size Reported",
+            aggregation=MeterDefinition.Aggregation.GAUGE,
+            property_name="subscribers",
+            reset=MeterDefinition.Reset.MONTHLY,
+        )
+        create_limit_rule(
+            workspace=workspace,
+            name="Approaching the subscriber limit",
+            meter_key="subscribers",
+            threshold_percent=80,
+            channels=["in_app", "email"],
+        )
+    return Catalog(starter=starter, growth=growth)
+
+
+def subscribe(workspace: Workspace, plan: Plan, group_id: str, now: datetime | None = None) -> None:
+    from accounts.services import upsert_customer
+
+    with tenant_scope(workspace):
+        customer = upsert_customer(workspace=workspace, external_id=group_id, name=group_id.title())
+        start_subscription(customer=customer, plan=plan, now=now or timezone.now())

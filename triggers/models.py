@@ -1,0 +1,142 @@
+"""When: usage events in, meters, rules, evaluation outbox, opportunities out."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Contact, Customer
+from accounts.tenancy import TenantModel
+from billing.models import Plan
+
+
+class Event(TenantModel):
+    """One Segment-shaped call (track, identify, group, page), stored once per messageId."""
+
+    message_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=16)
+    event = models.CharField(max_length=200, blank=True)
+    user_id = models.CharField(max_length=255, blank=True)
+    anonymous_id = models.CharField(max_length=255, blank=True)
+    group_id = models.CharField(max_length=255, blank=True)
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
+    properties = models.JSONField(default=dict)
+    context = models.JSONField(default=dict)
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "message_id"], name="event_message_id_unique")]
+        indexes = [
+            models.Index(fields=["workspace", "customer", "timestamp"]),
+            models.Index(fields=["workspace", "received_at"]),
+        ]
+
+
+class MeterDefinition(TenantModel):
+    """How events feed a meter: count events, sum a property, or keep a property's latest value."""
+
+    class Aggregation(models.TextChoices):
+        COUNT = "count"
+        SUM = "sum"
+        GAUGE = "gauge"
+
+    class Reset(models.TextChoices):
+        MONTHLY = "monthly"
+        NEVER = "never"
+
+    key = models.SlugField(max_length=64)
+    label = models.CharField(max_length=120)
+    event_name = models.CharField(max_length=200)
+    aggregation = models.CharField(max_length=8, choices=Aggregation.choices, default=Aggregation.COUNT)
+    property_name = models.CharField(max_length=200, blank=True)
+    reset = models.CharField(max_length=8, choices=Reset.choices, default=Reset.MONTHLY)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="meter_definition_key_unique")]
+
+
+class Meter(TenantModel):
+    """A customer's value of a meter in a period ("2026-11", or "all" for meters that never reset)."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="meters")
+    key = models.SlugField(max_length=64)
+    period = models.CharField(max_length=8)
+    value = models.DecimalField(max_digits=20, decimal_places=4, default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "customer", "key", "period"], name="meter_unique"),
+        ]
+
+
+class EvaluationRequest(TenantModel):
+    """Outbox: a customer whose rules need evaluating. Written in the ingest transaction.
+
+    At most one unclaimed request per customer, so a burst of events coalesces into one
+    evaluation. A sweeper re-publishes requests that were never claimed or whose worker died.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
+    created_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "customer"], condition=Q(claimed_at__isnull=True), name="one_pending_evaluation"
+            )
+        ]
+        indexes = [models.Index(fields=["done_at", "created_at"])]
+
+
+class Rule(TenantModel):
+    """A founder's trigger rule: a signal, a condition, the offer target and the channels."""
+
+    class Kind(models.TextChoices):
+        LIMIT_PERCENT = "limit_percent", "Hitting a plan limit"
+
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    meter_key = models.SlugField(max_length=64, blank=True)
+    threshold_percent = models.PositiveSmallIntegerField(default=80)
+    channels = models.JSONField(default=list, help_text='Channels to use, e.g. ["in_app", "email"].')
+    target_plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.SET_NULL)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Opportunity(TenantModel):
+    """A customer a rule says is ready to be offered more; one per (customer, rule, period)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        SUPPRESSED = "suppressed"
+        OFFERED = "offered"
+        ACCEPTED = "accepted"
+        DECLINED = "declined"
+        EXPIRED = "expired"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="opportunities")
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="opportunities")
+    period = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    signal = models.CharField(max_length=255)
+    current_plan = models.ForeignKey(Plan, null=True, on_delete=models.SET_NULL, related_name="+")
+    target_plan = models.ForeignKey(Plan, null=True, on_delete=models.SET_NULL, related_name="+")
+    estimated_uplift_cents = models.BigIntegerField(default=0)
+    suppressed_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "customer", "rule", "period"], name="opportunity_unique"),
+        ]
+        indexes = [models.Index(fields=["workspace", "status", "-estimated_uplift_cents"])]

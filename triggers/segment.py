@@ -1,0 +1,168 @@
+"""Validation of Segment HTTP Tracking API payloads. Pure: no ORM, no clock (``now`` is passed in)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+EVENT_TYPES = ("track", "identify", "group", "page", "screen")
+MAX_EVENT_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 500 * 1024
+MAX_NESTING = 10
+MAX_FUTURE_SKEW = timedelta(hours=24)
+MAX_ID_LENGTH = 255
+MAX_MESSAGE_ID_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why one item of a request was refused: its index, the field and a stable code."""
+
+    index: int
+    field: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ValidEvent:
+    type: str
+    message_id: str
+    event: str
+    user_id: str
+    anonymous_id: str
+    group_id: str
+    properties: dict[str, Any]
+    traits: dict[str, Any]
+    context: dict[str, Any]
+    timestamp: datetime
+
+
+@dataclass
+class Validated:
+    events: list[ValidEvent] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_NESTING:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _id(raw: dict[str, Any], name: str, index: int, errors: list[ItemError], max_len: int = MAX_ID_LENGTH) -> str:
+    value = raw.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        errors.append(ItemError(index, name, "wrong_type", f"{name} must be a string."))
+        return ""
+    text = str(value)
+    if len(text) > max_len:
+        errors.append(ItemError(index, name, "too_long", f"{name} is longer than {max_len} characters."))
+        return ""
+    return text
+
+
+def _object(raw: dict[str, Any], name: str, index: int, errors: list[ItemError]) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(ItemError(index, name, "wrong_type", f"{name} must be an object."))
+        return {}
+    return value
+
+
+def _timestamp(raw: dict[str, Any], index: int, now: datetime, errors: list[ItemError]) -> datetime:
+    value = raw.get("timestamp")
+    if value is None:
+        return now
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None or parsed.tzinfo is None:
+        errors.append(ItemError(index, "timestamp", "invalid", "timestamp must be an ISO-8601 date-time with offset."))
+        return now
+    if parsed - now > MAX_FUTURE_SKEW:
+        errors.append(ItemError(index, "timestamp", "in_future", "timestamp is more than 24 hours in the future."))
+    return parsed
+
+
+def validate_item(raw: Any, index: int, now: datetime, default_type: str | None = None) -> ValidEvent | list[ItemError]:
+    """Validate one call; returns the event or the list of what is wrong with it."""
+    errors: list[ItemError] = []
+    if not isinstance(raw, dict):
+        return [ItemError(index, "", "wrong_type", "Each item must be a JSON object.")]
+    if len(json.dumps(raw, separators=(",", ":")).encode()) > MAX_EVENT_BYTES:
+        return [ItemError(index, "", "too_large", f"An event may be at most {MAX_EVENT_BYTES} bytes.")]
+    if _depth(raw) > MAX_NESTING:
+        return [ItemError(index, "", "too_deep", f"An event may nest at most {MAX_NESTING} levels.")]
+    event_type = raw.get("type", default_type)
+    if event_type not in EVENT_TYPES:
+        errors.append(ItemError(index, "type", "invalid", f"type must be one of {', '.join(EVENT_TYPES)}."))
+    message_id = _id(raw, "messageId", index, errors, MAX_MESSAGE_ID_LENGTH)
+    if not message_id and not any(e.field == "messageId" for e in errors):
+        errors.append(ItemError(index, "messageId", "required", "messageId is required for deduplication."))
+    user_id = _id(raw, "userId", index, errors)
+    anonymous_id = _id(raw, "anonymousId", index, errors)
+    if not user_id and not anonymous_id and not any(e.field in ("userId", "anonymousId") for e in errors):
+        errors.append(ItemError(index, "userId", "required", "userId or anonymousId is required."))
+    group_id = _id(raw, "groupId", index, errors)
+    if event_type == "group" and not group_id and not any(e.field == "groupId" for e in errors):
+        errors.append(ItemError(index, "groupId", "required", "groupId is required for group calls."))
+    event_name = ""
+    if event_type == "track":
+        value = raw.get("event")
+        if not isinstance(value, str) or not value.strip():
+            errors.append(ItemError(index, "event", "required", "event (a non-empty string) is required for track."))
+        elif len(value) > 200:
+            errors.append(ItemError(index, "event", "too_long", "event is longer than 200 characters."))
+        else:
+            event_name = value
+    elif event_type in ("page", "screen"):
+        value = raw.get("name")
+        event_name = value if isinstance(value, str) else ""
+    properties = _object(raw, "properties", index, errors)
+    traits = _object(raw, "traits", index, errors)
+    context = _object(raw, "context", index, errors)
+    timestamp = _timestamp(raw, index, now, errors)
+    if not group_id and isinstance(context.get("groupId"), str | int):
+        group_id = str(context["groupId"])[:MAX_ID_LENGTH]
+    if errors:
+        return errors
+    return ValidEvent(
+        type=str(event_type),
+        message_id=message_id,
+        event=event_name,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        group_id=group_id,
+        properties=properties,
+        traits=traits,
+        context=context,
+        timestamp=timestamp,
+    )
+
+
+def validate_batch(items: list[Any], now: datetime, default_type: str | None = None) -> Validated:
+    """Validate every item; good ones are kept, bad ones reported by index. Duplicates in one batch collapse."""
+    result = Validated()
+    seen: set[str] = set()
+    for index, raw in enumerate(items):
+        outcome = validate_item(raw, index, now, default_type)
+        if isinstance(outcome, list):
+            result.errors.extend(outcome)
+        elif outcome.message_id not in seen:
+            seen.add(outcome.message_id)
+            result.events.append(outcome)
+    return result
