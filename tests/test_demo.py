@@ -29,7 +29,9 @@ def test_demo_runs_on_sqlite_and_serves_the_dashboard(tmp_path):
         [*manage, "seed_demo", "--customers", "60"], cwd=ROOT, env=env, check=True, timeout=300, capture_output=True
     )
     assert b"Demo ready: 60 customers" in seeded.stdout
-    subprocess.run([*manage, "run_scheduler", "--once"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [*manage, "run_scheduler", "--once"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True
+    )
 
     database = sqlite3.connect(tmp_path / "uplift.sqlite3")
     [(mrr_cents,)] = database.execute("select sum(mrr_cents) from accounts_customer").fetchall()
@@ -38,7 +40,11 @@ def test_demo_runs_on_sqlite_and_serves_the_dashboard(tmp_path):
 
     log = (ARTIFACTS / "demo-server.log").open("wb")
     server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -48,7 +54,11 @@ def test_demo_runs_on_sqlite_and_serves_the_dashboard(tmp_path):
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)  # type: ignore[union-attr]
         session.post(
             f"{base}/accounts/login/",
-            data={"username": "demo@uplift.localhost", "password": "uplift-demo-password", "csrfmiddlewaretoken": token},
+            data={
+                "username": "demo@uplift.localhost",
+                "password": "uplift-demo-password",
+                "csrfmiddlewaretoken": token,
+            },
             headers={"Referer": f"{base}/accounts/login/"},
             timeout=10,
         )

@@ -28,8 +28,12 @@ def test_signup_creates_a_workspace_with_a_write_key_and_logs_in():
 
 @pytest.mark.django_db
 def test_signup_rejects_a_taken_email_and_a_short_password_without_writing():
-    Client().post("/accounts/signup/", {"workspace_name": "One", "email": "a@b.example", "password": "a long enough secret"})
-    taken = Client().post("/accounts/signup/", {"workspace_name": "Two", "email": "A@b.example", "password": "another long one"})
+    Client().post(
+        "/accounts/signup/", {"workspace_name": "One", "email": "a@b.example", "password": "a long enough secret"}
+    )
+    taken = Client().post(
+        "/accounts/signup/", {"workspace_name": "Two", "email": "A@b.example", "password": "another long one"}
+    )
     short = Client().post("/accounts/signup/", {"workspace_name": "Three", "email": "c@d.example", "password": "short"})
     assert taken.status_code == 400 and short.status_code == 400
     assert Membership.objects.count() == 1

@@ -36,9 +36,10 @@ def test_every_model_with_a_workspace_is_tenant_scoped():
     for model in apps.get_models():
         if getattr(model, "tenancy_exempt_reason", None):
             continue
-        if any(f.name == "workspace" for f in model._meta.fields):
-            if not isinstance(model._default_manager, TenantManager) or not hasattr(model, "all_workspaces"):
-                unscoped.append(model.__name__)
+        has_workspace = any(f.name == "workspace" for f in model._meta.fields)
+        scoped = isinstance(model._default_manager, TenantManager) and hasattr(model, "all_workspaces")
+        if has_workspace and not scoped:
+            unscoped.append(model.__name__)
     assert unscoped == []
 
 

@@ -34,7 +34,12 @@ def test_usage_event_becomes_one_email_one_prompt_and_a_dashboard_row(worker, si
     catalog = email_marketing_catalog(tenant.workspace)
     api = Client()
     auth = tenant.basic()
-    identify = {"type": "identify", "messageId": "id-1", "userId": "u1", "traits": {"email": "maya@acme.example", "name": "Maya Chen"}}
+    identify = {
+        "type": "identify",
+        "messageId": "id-1",
+        "userId": "u1",
+        "traits": {"email": "maya@acme.example", "name": "Maya Chen"},
+    }
     group = {"type": "group", "messageId": "gr-1", "userId": "u1", "groupId": "acme", "traits": {"name": "Acme"}}
     assert post(api, "/v1/identify", identify, auth).status_code == 200
     assert post(api, "/v1/group", group, auth).status_code == 200

@@ -15,8 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Run every periodic task once and exit.")
 
     def handle(self, *args: object, **options: object) -> None:
-        entries = {
-            name: (entry["task"], entry["schedule"].total_seconds())
+        entries: dict[str, tuple[str, float]] = {
+            name: (str(entry["task"]), entry["schedule"].total_seconds())
             for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
             if isinstance(entry["schedule"], timedelta)
         }
