@@ -65,3 +65,58 @@ class Subscription(TenantModel):
         if self.status not in (self.Status.ACTIVE, self.Status.PAST_DUE):
             return 0
         return self.plan.monthly_amount_cents * self.quantity
+
+
+class MrrMovement(TenantModel):
+    """One change of a customer's MRR: the ledger every revenue metric is computed from.
+
+    Amounts are normalized monthly cents (annual ÷ 12, times quantity, after recurring discounts,
+    tax excluded). Attribution fields are plain values because offers and triggers sit above
+    billing in the dependency order.
+    """
+
+    class Kind(models.TextChoices):
+        NEW = "new"
+        EXPANSION = "expansion"
+        CONTRACTION = "contraction"
+        CHURN = "churn"
+        REACTIVATION = "reactivation"
+
+    class ExpansionType(models.TextChoices):
+        UPSELL = "upsell"
+        CROSS_SELL = "cross_sell"
+        SEAT_EXPANSION = "seat_expansion"
+        ADD_ON = "add_on"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="mrr_movements")
+    occurred_at = models.DateTimeField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    expansion_type = models.CharField(max_length=16, choices=ExpansionType.choices, blank=True)
+    mrr_before_cents = models.BigIntegerField()
+    mrr_after_cents = models.BigIntegerField()
+    # What caused it, when one of our offers did (ids of offers.Offer / triggers.Opportunity).
+    attributed_opportunity_id = models.BigIntegerField(null=True, blank=True)
+    attributed_offer_id = models.BigIntegerField(null=True, blank=True)
+    attributed_variant = models.CharField(max_length=64, blank=True)
+    attributed_trigger = models.CharField(max_length=64, blank=True)
+    # Idempotency: the source of the change (e.g. a Stripe event id or our upgrade row), once.
+    source_key = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "source_key"], name="mrr_movement_source_unique"),
+            models.CheckConstraint(
+                condition=~models.Q(mrr_before_cents=models.F("mrr_after_cents")), name="mrr_movement_changes_mrr"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "occurred_at"]),
+            models.Index(fields=["workspace", "customer", "occurred_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.delta_cents:+} for {self.customer_id}"
+
+    @property
+    def delta_cents(self) -> int:
+        return self.mrr_after_cents - self.mrr_before_cents
