@@ -40,7 +40,7 @@ class PromptsView(WriteKeyAPIView):
                 "id": d.pk,
                 "message": d.body_text,
                 "upgrade_url": links.upgrade_url(d.pk),
-                "signal": d.opportunity.signal,
+                "signal": d.step.opportunity.signal,
                 "created_at": d.created_at or timezone.now(),
             }
             for d in prompts

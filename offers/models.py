@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from django.db import models
 
-from accounts.models import Contact
 from accounts.tenancy import TenantModel
-from triggers.models import Opportunity
+from triggers.models import OpportunityStep
 
 
 class Delivery(TenantModel):
-    """One message for one opportunity on one channel; the unique key makes sends idempotent."""
-
-    class Channel(models.TextChoices):
-        EMAIL = "email"
-        IN_APP = "in_app"
+    """The message for one opportunity step (stage and channel); one per step makes sends idempotent."""
 
     class Status(models.TextChoices):
         PENDING = "pending"  # created, not yet sent / not yet visible
@@ -27,9 +22,7 @@ class Delivery(TenantModel):
         SUPPRESSED = "suppressed"
         FAILED = "failed"
 
-    opportunity = models.ForeignKey(Opportunity, on_delete=models.CASCADE, related_name="deliveries")
-    contact = models.ForeignKey(Contact, null=True, on_delete=models.SET_NULL, related_name="deliveries")
-    channel = models.CharField(max_length=8, choices=Channel.choices)
+    step = models.OneToOneField(OpportunityStep, on_delete=models.CASCADE, related_name="delivery")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     subject = models.CharField(max_length=255, blank=True)
     body_text = models.TextField(blank=True)
@@ -41,7 +34,7 @@ class Delivery(TenantModel):
     clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "opportunity", "channel"], name="one_delivery_per_channel"),
-        ]
-        indexes = [models.Index(fields=["workspace", "contact", "channel", "status"])]
+        indexes = [models.Index(fields=["workspace", "status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"delivery of step {self.step_id} ({self.status})"

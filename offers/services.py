@@ -1,4 +1,4 @@
-"""Use cases of offer delivery: plan deliveries for an opportunity, send email, serve prompts, accept."""
+"""Use cases of offer delivery: deliver a due step, send email, serve prompts, accept an upgrade."""
 
 from __future__ import annotations
 
@@ -16,20 +16,10 @@ from billing.queries import current_subscription
 from billing.services import change_plan
 from offers import links, rendering
 from offers.models import Delivery
-from triggers.models import Meter, MeterDefinition, Opportunity
+from triggers.models import Meter, MeterDefinition, Opportunity, OpportunityStep
 
 # An email worker that claimed a delivery and vanished is presumed dead after this long.
 SEND_LEASE = timedelta(minutes=5)
-
-
-def _recipient(opportunity: Opportunity) -> Contact | None:
-    """The contact who hears about an opportunity: the customer's earliest contact with an email."""
-    return (
-        Contact.objects.filter(customer_id=opportunity.customer_id)
-        .exclude(email="")
-        .order_by("created_at", "pk")
-        .first()
-    )
 
 
 def message_values(*, opportunity: Opportunity, contact: Contact | None, delivery_id: int | None) -> dict[str, object]:
@@ -60,54 +50,48 @@ def message_values(*, opportunity: Opportunity, contact: Contact | None, deliver
     }
 
 
-def plan_deliveries(*, opportunity_id: int, now: datetime) -> list[int]:
-    """Create the opportunity's deliveries, once per channel; returns email deliveries to send."""
+def deliver_step(*, step_id: int, now: datetime) -> list[int]:
+    """Create the delivery of a due step once; returns the email deliveries to send."""
     with transaction.atomic():
-        opportunity = Opportunity.objects.select_for_update().select_related("rule").get(pk=opportunity_id)
-        if opportunity.status != Opportunity.Status.OPEN:
+        step = (
+            OpportunityStep.objects.select_for_update(of=("self",))
+            .select_related("opportunity__rule", "contact")
+            .get(pk=step_id)
+        )
+        if step.status != OpportunityStep.Status.DUE:
             return []
-        contact = _recipient(opportunity)
+        opportunity = step.opportunity
+        delivery = Delivery.objects.create(workspace_id=step.workspace_id, step=step, created_at=now)
+        values = message_values(opportunity=opportunity, contact=step.contact, delivery_id=delivery.pk)
         to_send: list[int] = []
-        for channel in opportunity.rule.channels:
-            if Delivery.objects.filter(opportunity=opportunity, channel=channel).exists():
-                continue
-            delivery = Delivery.objects.create(
-                workspace_id=opportunity.workspace_id,
-                opportunity=opportunity,
-                contact=contact,
-                channel=channel,
-                created_at=now,
-            )
-            if contact is None or (channel == Delivery.Channel.EMAIL and contact.unsubscribed_at is not None):
-                delivery.status = Delivery.Status.SUPPRESSED
-                delivery.suppressed_reason = "no contact" if contact is None else "contact unsubscribed"
-            else:
-                values = message_values(opportunity=opportunity, contact=contact, delivery_id=delivery.pk)
-                if channel == Delivery.Channel.EMAIL:
-                    email = rendering.render_usage_upsell_email(values)
-                    delivery.subject, delivery.body_text = email.subject, email.text
-                    to_send.append(delivery.pk)
-                else:
-                    delivery.body_text = rendering.render_limit_prompt(values)
-                    delivery.status = Delivery.Status.SENT
-                    delivery.sent_at = now
-            delivery.save()
-        opportunity.status = Opportunity.Status.OFFERED
-        opportunity.updated_at = now
-        opportunity.save(update_fields=["status", "updated_at"])
+        if step.channel == OpportunityStep.Channel.EMAIL:
+            email = rendering.render_usage_upsell_email(values)
+            delivery.subject, delivery.body_text = email.subject, email.text
+            to_send.append(delivery.pk)
+        else:
+            delivery.body_text = rendering.render_limit_prompt(values)
+            delivery.status = Delivery.Status.SENT
+            delivery.sent_at = now
+        delivery.save()
+        step.status = OpportunityStep.Status.DELIVERED
+        step.save(update_fields=["status"])
+        if opportunity.status == Opportunity.Status.OPEN:
+            opportunity.status = Opportunity.Status.OFFERED
+            opportunity.updated_at = now
+            opportunity.save(update_fields=["status", "updated_at"])
     return to_send
 
 
 def claim_email(*, delivery_id: int, now: datetime) -> bool:
     """Take the right to send a pending email (or one whose sender died); False if someone else has it."""
     return bool(
-        Delivery.objects.filter(pk=delivery_id, channel=Delivery.Channel.EMAIL)
+        Delivery.objects.filter(pk=delivery_id, step__channel=OpportunityStep.Channel.EMAIL)
         .filter(status=Delivery.Status.PENDING)
         .update(status=Delivery.Status.SENDING, claimed_at=now, attempts=F("attempts") + 1)
     ) or bool(
         Delivery.objects.filter(
             pk=delivery_id,
-            channel=Delivery.Channel.EMAIL,
+            step__channel=OpportunityStep.Channel.EMAIL,
             status=Delivery.Status.SENDING,
             claimed_at__lt=now - SEND_LEASE,
         ).update(claimed_at=now, attempts=F("attempts") + 1)
@@ -118,10 +102,10 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
     """Send a claimed email delivery over SMTP and record it; True when this call sent it."""
     if not claim_email(delivery_id=delivery_id, now=now):
         return False
-    delivery = Delivery.objects.select_related("opportunity__rule", "contact").get(pk=delivery_id)
-    contact = delivery.contact
-    assert contact is not None  # suppressed at planning time otherwise
-    values = message_values(opportunity=delivery.opportunity, contact=contact, delivery_id=delivery.pk)
+    delivery = Delivery.objects.select_related("step__opportunity__rule", "step__contact").get(pk=delivery_id)
+    contact = delivery.step.contact
+    assert contact is not None  # the engine suppresses steps without a contact
+    values = message_values(opportunity=delivery.step.opportunity, contact=contact, delivery_id=delivery.pk)
     email = rendering.render_usage_upsell_email(values)
     message = EmailMultiAlternatives(
         subject=email.subject,
@@ -147,10 +131,10 @@ def pending_prompts(*, user_id: str) -> list[Delivery]:
     if contact is None or contact.customer_id is None:
         return []
     return list(
-        Delivery.objects.select_related("opportunity")
+        Delivery.objects.select_related("step__opportunity")
         .filter(
-            channel=Delivery.Channel.IN_APP,
-            opportunity__customer_id=contact.customer_id,
+            step__channel=OpportunityStep.Channel.IN_APP,
+            step__opportunity__customer_id=contact.customer_id,
             status__in=(Delivery.Status.SENT, Delivery.Status.SHOWN),
         )
         .order_by("-created_at")[:5]
@@ -160,8 +144,10 @@ def pending_prompts(*, user_id: str) -> list[Delivery]:
 def accept_upgrade(*, delivery_id: int, now: datetime) -> tuple[bool, Subscription | None]:
     """Apply the offered plan change once; (False, None) when the link was already used."""
     with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().select_related("opportunity").get(pk=delivery_id)
-        opportunity = delivery.opportunity
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",)).select_related("step__opportunity").get(pk=delivery_id)
+        )
+        opportunity = delivery.step.opportunity
         if delivery.status == Delivery.Status.ACCEPTED or opportunity.status == Opportunity.Status.ACCEPTED:
             return False, None
         subscription = current_subscription(opportunity.customer)
@@ -179,10 +165,10 @@ def accept_upgrade(*, delivery_id: int, now: datetime) -> tuple[bool, Subscripti
         return True, subscription
 
 
-def open_opportunities_without_deliveries(*, older_than: datetime) -> list[tuple[int, int]]:
-    """(workspace id, opportunity id) of opportunities whose delivery was never planned, all workspaces."""
+def due_steps_without_delivery(*, older_than: datetime) -> list[tuple[int, int]]:
+    """(workspace id, step id) of due steps whose delivery was never made, across all workspaces."""
     return list(
-        Opportunity.all_workspaces.filter(status=Opportunity.Status.OPEN, created_at__lt=older_than).values_list(
+        OpportunityStep.all_workspaces.filter(status=OpportunityStep.Status.DUE, created_at__lt=older_than).values_list(
             "workspace_id", "id"
         )[:1000]
     )
@@ -191,7 +177,7 @@ def open_opportunities_without_deliveries(*, older_than: datetime) -> list[tuple
 def unsent_emails(*, older_than: datetime) -> list[tuple[int, int]]:
     """(workspace id, delivery id) of emails never sent or whose sender died, all workspaces."""
     return list(
-        Delivery.all_workspaces.filter(channel=Delivery.Channel.EMAIL, created_at__lt=older_than)
+        Delivery.all_workspaces.filter(step__channel=OpportunityStep.Channel.EMAIL, created_at__lt=older_than)
         .filter(status__in=(Delivery.Status.PENDING, Delivery.Status.SENDING))
         .values_list("workspace_id", "id")[:1000]
     )

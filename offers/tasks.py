@@ -11,10 +11,10 @@ from accounts.tenancy import tenant_task
 from offers import services
 
 
-@shared_task(name="offers.deliver_opportunity", acks_late=True)
+@shared_task(name="offers.deliver_step", acks_late=True)
 @tenant_task
-def deliver_opportunity(workspace_id: int, opportunity_id: int) -> list[int]:
-    to_send = services.plan_deliveries(opportunity_id=opportunity_id, now=timezone.now())
+def deliver_step(workspace_id: int, step_id: int) -> list[int]:
+    to_send = services.deliver_step(step_id=step_id, now=timezone.now())
     for delivery_id in to_send:
         send_email.delay(workspace_id, delivery_id)
     return to_send
@@ -37,10 +37,10 @@ def send_email(workspace_id: int, delivery_id: int) -> bool:
 def sweep_pending_deliveries() -> int:
     """Re-publish deliveries lost between commit and publish, or whose worker died."""
     cutoff = timezone.now() - timedelta(minutes=1)
-    opportunities = services.open_opportunities_without_deliveries(older_than=cutoff)
-    for workspace_id, opportunity_id in opportunities:
-        deliver_opportunity.delay(workspace_id, opportunity_id)
+    steps = services.due_steps_without_delivery(older_than=cutoff)
+    for workspace_id, step_id in steps:
+        deliver_step.delay(workspace_id, step_id)
     emails = services.unsent_emails(older_than=cutoff)
     for workspace_id, delivery_id in emails:
         send_email.delay(workspace_id, delivery_id)
-    return len(opportunities) + len(emails)
+    return len(steps) + len(emails)

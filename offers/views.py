@@ -29,12 +29,12 @@ def upgrade(request: HttpRequest, token: str) -> HttpResponse:
     except links.LinkInvalid:
         return _link_error(request, "This link is not valid", "Please use the link exactly as we sent it.", 404)
     # The signed token is the credential; it names the delivery, whose workspace scopes the rest.
-    delivery = Delivery.all_workspaces.select_related("opportunity").filter(pk=delivery_id).first()
+    delivery = Delivery.all_workspaces.select_related("step").filter(pk=delivery_id).first()
     if delivery is None:
         return _link_error(request, "This link is not valid", "Please use the link exactly as we sent it.", 404)
     with tenant_scope(delivery.workspace_id):
         opportunity = Opportunity.objects.select_related("customer", "current_plan", "target_plan").get(
-            pk=delivery.opportunity_id
+            pk=delivery.step.opportunity_id
         )
         if opportunity.status == Opportunity.Status.ACCEPTED:
             return _link_error(request, "Already upgraded", "This upgrade has already been applied. Enjoy!", 409)

@@ -78,7 +78,7 @@ def test_usage_event_becomes_one_email_one_prompt_and_a_dashboard_row(worker, si
     assert len(sink.to("maya@acme.example")) == 1
     with tenant_scope(tenant.workspace):
         assert Opportunity.objects.count() == 1
-        assert Delivery.objects.filter(channel="email", status="sent").count() == 1
+        assert Delivery.objects.filter(step__channel="email", status="sent").count() == 1
 
     message = emails[0]
     assert message["Subject"] == "You're almost at your limit"

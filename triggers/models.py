@@ -140,3 +140,44 @@ class Opportunity(TenantModel):
             models.UniqueConstraint(fields=["workspace", "customer", "rule", "period"], name="opportunity_unique"),
         ]
         indexes = [models.Index(fields=["workspace", "status", "-estimated_uplift_cents"])]
+
+    def __str__(self) -> str:
+        return f"{self.rule} for {self.customer_id} ({self.period})"
+
+
+class OpportunityStep(TenantModel):
+    """One message the engine decided on: a stage of an opportunity, on a channel, to a contact.
+
+    The trigger engine owns whether and when (timing, caps, suppression, opt-outs); the offers
+    app owns what and how (content, sending, tracking). A step is created once per
+    (opportunity, stage, channel), so retries and concurrent evaluations cannot add messages.
+    """
+
+    class Channel(models.TextChoices):
+        IN_APP = "in_app"
+        EMAIL = "email"
+
+    class Status(models.TextChoices):
+        DUE = "due"
+        SUPPRESSED = "suppressed"
+        DELIVERED = "delivered"
+
+    opportunity = models.ForeignKey(Opportunity, on_delete=models.CASCADE, related_name="steps")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    stage = models.SlugField(max_length=32, help_text='e.g. "80" for the 80% stage of a limit ladder')
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DUE)
+    suppressed_reason = models.CharField(max_length=255, blank=True)
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "opportunity", "stage", "channel"], name="one_step_per_stage_channel"
+            ),
+        ]
+        indexes = [models.Index(fields=["workspace", "status", "due_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel} at stage {self.stage} of opportunity {self.opportunity_id}"

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
-from accounts.models import Customer, Workspace
+from accounts.models import Contact, Customer, Workspace
 from billing.queries import current_subscription, next_tier_plan
 from triggers.evaluation import limit_signal
 from triggers.ingest import request_evaluation
-from triggers.models import EvaluationRequest, Meter, MeterDefinition, Opportunity, Rule
+from triggers.models import EvaluationRequest, Meter, MeterDefinition, Opportunity, OpportunityStep, Rule
 
 # A claimed evaluation whose worker has not finished within this time is assumed lost.
 EVALUATION_LEASE = timedelta(minutes=5)
@@ -70,14 +70,47 @@ def _open_once(*, customer: Customer, rule: Rule, period: str, defaults: dict[st
         return None
 
 
+def recipient(customer: Customer) -> Contact | None:
+    """Who hears about a customer's opportunity: their earliest contact with an email address."""
+    return Contact.objects.filter(customer=customer).exclude(email="").order_by("created_at", "pk").first()
+
+
+def _add_step(
+    *, opportunity: Opportunity, stage: str, channel: str, contact: Contact | None, now: datetime
+) -> OpportunityStep | None:
+    """Create a step once; None when it exists already (also under concurrent evaluation)."""
+    status, reason = OpportunityStep.Status.DUE, ""
+    # Opt-outs always win: a step that cannot reach anyone is recorded as suppressed, with why.
+    if contact is None:
+        status, reason = OpportunityStep.Status.SUPPRESSED, "no contact with an email address"
+    elif channel == OpportunityStep.Channel.EMAIL and contact.unsubscribed_at is not None:
+        status, reason = OpportunityStep.Status.SUPPRESSED, "contact unsubscribed"
+    try:
+        with transaction.atomic():
+            return OpportunityStep.objects.create(
+                workspace_id=opportunity.workspace_id,
+                opportunity=opportunity,
+                contact=contact,
+                stage=stage,
+                channel=channel,
+                status=status,
+                suppressed_reason=reason,
+                due_at=now,
+                created_at=now,
+            )
+    except IntegrityError:
+        return None
+
+
 def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
-    """Evaluate every active rule for one customer; returns the ids of opportunities opened now."""
+    """Evaluate every active rule for one customer; returns the ids of message steps now due."""
     customer = Customer.objects.get(pk=customer_id)
     subscription = current_subscription(customer)
     if subscription is None:
         return []
     definitions = {d.key: d for d in MeterDefinition.objects.all()}
-    opened: list[int] = []
+    due: list[int] = []
+    contact = recipient(customer)
     for rule in Rule.objects.filter(is_active=True, kind=Rule.Kind.LIMIT_PERCENT):
         definition = definitions.get(rule.meter_key)
         if definition is None:
@@ -107,9 +140,18 @@ def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
                 "updated_at": now,
             },
         )
-        if opportunity is not None:
-            opened.append(opportunity.pk)
-    return opened
+        if opportunity is None:
+            # Opened earlier this period; still make sure its steps exist (a crash may sit between).
+            opportunity = Opportunity.objects.get(customer=customer, rule=rule, period=now.strftime("%Y-%m"))
+        if opportunity.status not in (Opportunity.Status.OPEN, Opportunity.Status.OFFERED):
+            continue
+        for channel in rule.channels:
+            step = _add_step(
+                opportunity=opportunity, stage=str(rule.threshold_percent), channel=channel, contact=contact, now=now
+            )
+            if step is not None and step.status == OpportunityStep.Status.DUE:
+                due.append(step.pk)
+    return due
 
 
 def claim_evaluation(*, request_id: int, now: datetime) -> int | None:

@@ -12,7 +12,7 @@ from accounts.tenancy import tenant_task
 from triggers import services
 
 # Deliveries live in the offers app, above this one; we address its task by name only.
-DELIVER_TASK = "offers.deliver_opportunity"
+DELIVER_TASK = "offers.deliver_step"
 
 
 def publish_evaluations(workspace_id: int, request_ids: list[int]) -> None:
@@ -32,11 +32,11 @@ def evaluate_customer(workspace_id: int, request_id: int) -> list[int]:
     customer_id = services.claim_evaluation(request_id=request_id, now=now)
     if customer_id is None:
         return []
-    opened = services.evaluate_customer(customer_id=customer_id, now=now)
+    due_steps = services.evaluate_customer(customer_id=customer_id, now=now)
     services.finish_evaluation(request_id=request_id, now=now)
-    for opportunity_id in opened:
-        current_app.tasks[DELIVER_TASK].delay(workspace_id, opportunity_id)
-    return opened
+    for step_id in due_steps:
+        current_app.tasks[DELIVER_TASK].delay(workspace_id, step_id)
+    return due_steps
 
 
 @shared_task(name="triggers.tasks.sweep_evaluation_outbox")
