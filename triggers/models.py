@@ -162,12 +162,24 @@ class OpportunityStep(TenantModel):
         SUPPRESSED = "suppressed"
         DELIVERED = "delivered"
 
+    class Outcome(models.TextChoices):
+        """What the recipient did, reported back by offers; feeds cooldowns and conversion."""
+
+        NONE = ""
+        SHOWN = "shown"
+        CLICKED = "clicked"
+        DISMISSED = "dismissed"
+        DECLINED = "declined"
+        ACCEPTED = "accepted"
+
     opportunity = models.ForeignKey(Opportunity, on_delete=models.CASCADE, related_name="steps")
     contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     stage = models.SlugField(max_length=32, help_text='e.g. "80" for the 80% stage of a limit ladder')
     channel = models.CharField(max_length=8, choices=Channel.choices)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DUE)
     suppressed_reason = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices, blank=True, default=Outcome.NONE)
+    outcome_at = models.DateTimeField(null=True, blank=True)
     due_at = models.DateTimeField()
     created_at = models.DateTimeField()
 

@@ -185,3 +185,25 @@ def requeue_abandoned_evaluations(*, now: datetime) -> int:
             EvaluationRequest.all_workspaces.filter(pk=row.pk).update(done_at=now)
             request_evaluation(workspace=row.workspace, customer_ids={row.customer_id}, now=now)
     return len(abandoned)
+
+
+# Outcomes only move forward: a later "shown" never overwrites a "dismissed" or an "accepted".
+_OUTCOME_RANK = {
+    OpportunityStep.Outcome.NONE: 0,
+    OpportunityStep.Outcome.SHOWN: 1,
+    OpportunityStep.Outcome.CLICKED: 2,
+    OpportunityStep.Outcome.DISMISSED: 3,
+    OpportunityStep.Outcome.DECLINED: 3,
+    OpportunityStep.Outcome.ACCEPTED: 4,
+}
+
+
+def record_step_outcome(*, step_id: int, outcome: str, now: datetime) -> bool:
+    """Record what the recipient did with a step's message; False when it would move backwards."""
+    with transaction.atomic():
+        step = OpportunityStep.objects.select_for_update().get(pk=step_id)
+        if _OUTCOME_RANK[OpportunityStep.Outcome(outcome)] <= _OUTCOME_RANK[OpportunityStep.Outcome(step.outcome)]:
+            return False
+        step.outcome, step.outcome_at = outcome, now
+        step.save(update_fields=["outcome", "outcome_at"])
+        return True
