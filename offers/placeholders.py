@@ -220,7 +220,7 @@ def render(
     slots = body_expander.slots
     url_slots = {i for i, name in enumerate(body_expander.slot_names) if name in url_names}
     links = tuple(
-        (match.group(1), slots[int(match.group(2))])
+        (_fill(match.group(1), slots, escape=False), slots[int(match.group(2))])
         for match in _LINK.finditer(body_source)
         if int(match.group(2)) in url_slots
     )
