@@ -63,3 +63,8 @@ def peers_on(*, workspace: Workspace, plans: list[Plan], now: datetime, prefix: 
             workspace=workspace, external_id=f"{prefix}-{i}-u", customer=customer, email=f"p{i}@peer.example"
         )
         start_subscription(customer=customer, plan=plan, now=now)
+
+
+def use_smtp_sink(settings) -> None:  # type: ignore[no-untyped-def]
+    """pytest-django swaps in the locmem backend per test; offers tests send through the real SMTP sink."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

@@ -12,11 +12,16 @@ from billing.services import create_plan
 from offers import catalog, placeholders, queries, rendering, services
 from offers.models import Delivery, MessageTemplate, Offer
 from tests.conftest import email_marketing_catalog
-from tests.offers_fixtures import account_at_usage, peers_on
+from tests.offers_fixtures import account_at_usage, peers_on, use_smtp_sink
 from triggers.models import Rule
 from triggers.services import create_limit_rule
 
 NOW = timezone.now().replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def smtp(settings):  # type: ignore[no-untyped-def]
+    use_smtp_sink(settings)
 
 
 def render_seed(key: str, values: dict) -> rendering.Rendered:  # type: ignore[type-arg]
