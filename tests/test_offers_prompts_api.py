@@ -49,7 +49,7 @@ def event(client: Client, tenant, delivery_id: int, body: dict, **headers):  # t
 
 @pytest.mark.django_db
 def test_prompt_api_cors_and_events(tenant_a, tenant_b, prompt):  # type: ignore[no-untyped-def]
-    account, step, delivery = prompt
+    _account, step, delivery = prompt
     client = Client()
     preflight = client.options(
         f"/v1/prompts/{delivery.pk}/events",
@@ -100,5 +100,5 @@ def test_prompt_api_cors_and_events(tenant_a, tenant_b, prompt):  # type: ignore
     assert page.status_code == 200
     row = page.content.decode().split('id="outcomes"')[1].split("</table>")[0]
     # sent, delivered, opened, shown, clicked, dismissed, accepted, suppressed, holdout
-    assert "<td>(default)</td><td>–</td><td>limit_percent</td>" in row
+    assert "<td>(default)</td><td>-</td><td>limit_percent</td>" in row
     assert "<td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td><td>0</td>" in row
