@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import access
 from billing.models import Plan
 from offers import catalog, queries, rendering, services
-from offers.models import MessageTemplate, Offer
+from offers.models import Experiment, MessageTemplate, Offer
 from triggers.models import Rule
 
 
@@ -89,6 +89,10 @@ def offer_list(request: HttpRequest) -> HttpResponse:
         {
             "offers": Offer.objects.select_related("rule", "target_plan").order_by("-is_active", "name"),
             "outcomes": queries.outcomes(),
+            "experiments": [
+                (experiment, queries.experiment_results(experiment_id=experiment.pk))
+                for experiment in Experiment.objects.select_related("offer").order_by("-created_at")
+            ],
             "kinds": queries.OUTCOME_KINDS,
             "form": form,
         },

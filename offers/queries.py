@@ -10,11 +10,11 @@ from decimal import Decimal
 from django.db.models import Count
 
 from accounts.models import Contact, Customer, Workspace
-from billing.models import Plan, Subscription
+from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES
 from offers import links, rendering
 from offers.catalog import VALUES
-from offers.models import Delivery, DeliveryEvent, Offer
+from offers.models import Assignment, Delivery, DeliveryEvent, Offer
 from triggers.models import Meter, MeterDefinition, Opportunity
 
 # Social proof needs enough peers to be honest; below this the value is absent.
@@ -217,3 +217,69 @@ def outcomes() -> list[OutcomeRow]:
         key = (name or "(default)", variant, trigger)
         grouped[key]["accepted"] = max(grouped[key].get("accepted", 0), n)
     return [OutcomeRow(offer=o, variant=v, trigger=t, counts=counts) for (o, v, t), counts in sorted(grouped.items())]
+
+
+@dataclass(frozen=True)
+class PromisedIncentive:
+    kind: str  # "percent_off", "amount_off" or "free_trial"
+    discount_percent: int | None
+    discount_months: int | None
+    discount_amount_cents: int | None
+    trial_days: int | None
+
+
+def promised_incentive(*, delivery: Delivery, now: datetime) -> PromisedIncentive | None:
+    """The incentive a delivery's message promised, if its limited-time window is still open (for billing)."""
+    if not delivery.incentive or (delivery.incentive_ends_at is not None and now >= delivery.incentive_ends_at):
+        return None
+    return PromisedIncentive(
+        kind=delivery.incentive,
+        discount_percent=delivery.discount_percent,
+        discount_months=delivery.discount_months,
+        discount_amount_cents=delivery.discount_amount_cents,
+        trial_days=delivery.trial_days,
+    )
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    arm: str
+    customers: int
+    converted: int
+    expansion_mrr_cents: int
+
+    @property
+    def conversion(self) -> str:
+        return f"{100 * self.converted / self.customers:.1f}%" if self.customers else "-"
+
+    @property
+    def expansion_mrr(self) -> str:
+        return rendering.money(self.expansion_mrr_cents)
+
+
+def experiment_results(*, experiment_id: int) -> list[ArmResult]:
+    """Per arm (holdout included): customers assigned, customers who expanded after assignment, and
+    the expansion MRR they added, whether or not through our offer, so arms compare with doing nothing."""
+    assignments = list(
+        Assignment.objects.filter(experiment_id=experiment_id).values_list("arm", "customer_id", "assigned_at")
+    )
+    since = {customer_id: assigned_at for _arm, customer_id, assigned_at in assignments}
+    expanded: dict[int, int] = defaultdict(int)
+    movements = MrrMovement.objects.filter(customer_id__in=list(since), kind=MrrMovement.Kind.EXPANSION).values_list(
+        "customer_id", "occurred_at", "mrr_before_cents", "mrr_after_cents"
+    )
+    for customer_id, occurred_at, before, after in movements:
+        if occurred_at >= since[customer_id]:
+            expanded[customer_id] += after - before
+    arms: dict[str, list[int]] = defaultdict(list)
+    for arm, customer_id, _assigned_at in assignments:
+        arms[arm].append(customer_id)
+    return [
+        ArmResult(
+            arm=arm,
+            customers=len(customers),
+            converted=sum(1 for c in customers if expanded.get(c, 0) > 0),
+            expansion_mrr_cents=sum(expanded.get(c, 0) for c in customers),
+        )
+        for arm, customers in sorted(arms.items())
+    ]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from accounts.tenancy import tenant_scope
-from offers import experiments, services
+from billing.models import MrrMovement
+from offers import experiments, queries, services
 from offers.models import Assignment, Delivery, Offer, Variant
 from tests.conftest import email_marketing_catalog
 from tests.offers_fixtures import account_at_usage, use_smtp_sink
@@ -142,6 +144,26 @@ def test_holdout_customers_receive_nothing_and_assignment_is_sticky(tenant_a, si
     for account in holdout:
         response = api.get("/v1/prompts", {"userId": account.contact.external_id}, **tenant_a.basic())
         assert response.status_code == 200 and response.json() == {"prompts": []}
+    # Conversion and revenue per arm, the holdout included: expansions after assignment count.
+    with tenant_scope(ws):
+        for i, account in enumerate([holdout[0], treated[0], treated[1]]):
+            MrrMovement.objects.create(
+                workspace=ws,
+                customer=account.customer,
+                occurred_at=NOW + timedelta(days=1),
+                kind="expansion",
+                expansion_type="upsell",
+                mrr_before_cents=2900,
+                mrr_after_cents=4900,
+                source_key=f"test-{i}",
+            )
+        results = {r.arm: r for r in queries.experiment_results(experiment_id=experiment.pk)}
+    assert results["holdout"].customers == len(holdout) and results["holdout"].converted == 1
+    assert results["holdout"].expansion_mrr_cents == 2000
+    assert sum(r.converted for r in results.values()) == 3
+    assert sum(r.customers for r in results.values()) == 24
+    page = tenant_a.client.get("/dashboard/offers/").content.decode()
+    assert f"<tr><td>holdout</td><td>{len(holdout)}</td><td>1</td>" in page
     some = treated[0]
     [prompt] = api.get("/v1/prompts", {"userId": some.contact.external_id}, **tenant_a.basic()).json()["prompts"]
     assert prompt["variant"] == arms[some.customer.pk] and prompt["offer"] == "Growth"

@@ -374,3 +374,30 @@ def test_saving_a_template_with_an_unknown_value_is_refused_and_changes_nothing(
     assert page.status_code == 200 and b'hx-post="/dashboard/offers/templates/' in page.content
     assert tenant_a.client.get("/dashboard/offers/templates/").status_code == 200
     assert tenant_a.client.get("/dashboard/offers/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_promised_incentive_is_honoured_only_inside_its_window(mailbird):  # type: ignore[no-untyped-def]
+    tenant, cat, account = mailbird
+    ends = NOW + timedelta(hours=48)
+    with tenant_scope(tenant.workspace):
+        services.create_offer(
+            workspace=tenant.workspace,
+            name="Growth 50% off",
+            kind=Offer.Kind.UPSELL,
+            rule=Rule.objects.get(),
+            target_plan=cat.growth,
+            incentive=Offer.Incentive.PERCENT_OFF,
+            discount_percent=50,
+            discount_months=2,
+            incentive_ends_at=ends,
+            now=NOW,
+        )
+        email_step = next(s for s in account.steps if s.channel == "email")
+        services.deliver_step(step_id=email_step.pk, now=NOW)
+        delivery = Delivery.objects.get(step=email_step)
+    assert f"First 2 months 50% off (until {ends:%b} {ends.day})" in delivery.body_text
+    assert queries.promised_incentive(delivery=delivery, now=ends - timedelta(seconds=1)) == queries.PromisedIncentive(
+        kind="percent_off", discount_percent=50, discount_months=2, discount_amount_cents=None, trial_days=None
+    )
+    assert queries.promised_incentive(delivery=delivery, now=ends) is None
