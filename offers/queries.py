@@ -205,14 +205,18 @@ OUTCOME_KINDS = ("sent", "delivered", "opened", "shown", "clicked", "dismissed",
 def outcomes() -> list[OutcomeRow]:
     """Counts of every outcome by offer, variant and trigger."""
     grouped: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
-    rows = DeliveryEvent.objects.values("delivery__offer__name", "delivery__variant", "delivery__trigger", "kind")
-    for row in rows.annotate(n=Count("id")):
-        key = (row["delivery__offer__name"] or "(default)", row["delivery__variant"], row["delivery__trigger"])
-        grouped[key][row["kind"]] = row["n"]
+    # The trigger is shown as the founder's rule name (Delivery.trigger keeps the rule kind).
+    rows = DeliveryEvent.objects.values_list(
+        "delivery__offer__name", "delivery__variant", "delivery__step__opportunity__rule__name", "kind"
+    )
+    for name, variant, trigger, kind, n in rows.annotate(n=Count("id")):
+        grouped[(name or "(default)", variant, trigger)][kind] = n
     # The upgrade page marks a delivery accepted; count those too (an event may not exist).
-    accepted = Delivery.objects.filter(status=Delivery.Status.ACCEPTED).values("offer__name", "variant", "trigger")
+    accepted = Delivery.objects.filter(status=Delivery.Status.ACCEPTED).values(
+        "offer__name", "variant", "step__opportunity__rule__name"
+    )
     for name, variant, trigger, n in accepted.annotate(n=Count("id")).values_list(
-        "offer__name", "variant", "trigger", "n"
+        "offer__name", "variant", "step__opportunity__rule__name", "n"
     ):
         key = (name or "(default)", variant, trigger)
         grouped[key]["accepted"] = max(grouped[key].get("accepted", 0), n)

@@ -100,5 +100,5 @@ def test_prompt_api_cors_and_events(tenant_a, tenant_b, prompt):  # type: ignore
     assert page.status_code == 200
     row = page.content.decode().split('id="outcomes"')[1].split("</table>")[0]
     # sent, delivered, opened, shown, clicked, dismissed, accepted, suppressed, holdout
-    assert "<td>(default)</td><td>-</td><td>limit_percent</td>" in row
+    assert "<td>(default)</td><td>-</td><td>Approaching the subscriber limit</td>" in row
     assert "<td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td><td>0</td>" in row

@@ -401,3 +401,35 @@ def test_the_promised_incentive_is_honoured_only_inside_its_window(mailbird):  #
         kind="percent_off", discount_percent=50, discount_months=2, discount_amount_cents=None, trial_days=None
     )
     assert queries.promised_incentive(delivery=delivery, now=ends) is None
+
+
+@pytest.mark.django_db
+def test_founder_adds_an_offer_to_the_catalog(tenant_a, tenant_b):  # type: ignore[no-untyped-def]
+    cat = email_marketing_catalog(tenant_a.workspace)
+    with tenant_scope(tenant_a.workspace):
+        rule = Rule.objects.get()
+    form = {
+        "name": "Growth 50% off",
+        "kind": "upsell",
+        "rule": rule.pk,
+        "target_plan": cat.growth.pk,
+        "framing": "comparison",
+        "incentive": "percent_off",
+        "discount_months": 1,
+        "incentive_ends_at": "2030-01-31 23:59",
+    }
+    refused = tenant_a.client.post("/dashboard/offers/", form)  # percent off without a percentage
+    assert refused.status_code == 400
+    # Another workspace cannot attach its offer to this workspace's rule or plan.
+    assert tenant_b.client.post("/dashboard/offers/", {**form, "discount_percent": 50}).status_code == 400
+    with tenant_scope(tenant_a.workspace):
+        assert not Offer.objects.exists()
+    with tenant_scope(tenant_b.workspace):
+        assert not Offer.objects.exists()
+    created = tenant_a.client.post("/dashboard/offers/", {**form, "discount_percent": 50})
+    assert created.status_code == 302
+    with tenant_scope(tenant_a.workspace):
+        offer = Offer.objects.get()
+    assert (offer.rule_id, offer.target_plan_id, offer.discount_percent) == (rule.pk, cat.growth.pk, 50)
+    assert offer.incentive_ends_at is not None and offer.incentive_ends_at.year == 2030
+    assert b"Growth 50% off" in tenant_a.client.get("/dashboard/offers/").content
