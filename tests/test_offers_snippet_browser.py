@@ -146,3 +146,47 @@ def test_snippet_shows_prompts_and_reports_click_and_dismissal(live_server_proce
         assert Delivery.objects.get(pk=to_dismiss.pk).status == "dismissed"
         assert OpportunityStep.objects.get(pk=to_click.step_id).outcome == "clicked"
         assert OpportunityStep.objects.get(pk=to_dismiss.step_id).outcome == "dismissed"
+
+
+def test_template_editor_live_preview_in_the_browser(live_server_process):  # type: ignore[no-untyped-def]
+    uplift = live_server_process
+    now = timezone.now()
+    tenant = make_tenant("editor")
+    cat = email_marketing_catalog(tenant.workspace)
+    with tenant_scope(tenant.workspace):
+        account_at_usage(
+            workspace=tenant.workspace,
+            plan=cat.starter,
+            external_id="acme",
+            email="maya@acme.example",
+            name="Maya Chen",
+            usage=900,
+            now=now,
+        )
+        template = services.ensure_seeded_templates(workspace_id=tenant.workspace.pk, now=now)["usage-upsell"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(uplift + "/accounts/login/")
+            page.fill("input[name=username]", tenant.user.email)
+            page.fill("input[name=password]", "correct horse battery")
+            page.click("button[type=submit]")
+            page.wait_for_url(uplift + "/dashboard/")
+            page.goto(f"{uplift}/dashboard/offers/templates/{template.pk}/")
+            assert page.inner_text("#preview-subject") == "You're almost at your limit"
+            assert "you've used 90% of your subscribers" in page.inner_text("#preview-html")
+            page.fill("textarea[name=body]", "Hi {{ first_name }}, {{ trial_days }} days free.")
+            page.wait_for_selector("#preview-problems", timeout=10_000)
+            assert page.inner_text("#preview-problems") == "no value for {{ trial_days }} in this customer's data"
+            page.fill("textarea[name=body]", "Hi {{ first_name }}, you are at {{ percent }}%.")
+            page.wait_for_function(
+                "document.querySelector('#preview-html') && "
+                "document.querySelector('#preview-html').innerText.includes('Hi Maya, you are at 90%.')",
+                timeout=10_000,
+            )
+        finally:
+            browser.close()
+    with tenant_scope(tenant.workspace):
+        template.refresh_from_db()
+    assert template.body.startswith("Hi {{ first_name }},\n\nGreat news")  # previews never save
