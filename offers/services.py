@@ -335,7 +335,7 @@ def pending_prompts(*, user_id: str) -> list[Delivery]:
     if contact is None or contact.customer_id is None:
         return []
     return list(
-        Delivery.objects.select_related("step__opportunity")
+        Delivery.objects.select_related("step__opportunity", "offer")
         .filter(
             step__channel=OpportunityStep.Channel.IN_APP,
             step__opportunity__customer_id=contact.customer_id,
