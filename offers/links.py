@@ -40,3 +40,50 @@ def delivery_id_from_token(token: str, max_age: timedelta | None = None) -> int:
     if not isinstance(data, dict) or not isinstance(data.get("d"), int):
         raise LinkInvalid
     return int(data["d"])
+
+
+# Recipient links (unsubscribe, preferences, open pixel) never expire: RFC 8058 one-click must keep
+# working for as long as the message sits in an inbox. They name only ids and carry no power over money.
+RECIPIENT_SALT = "uplift.offers.recipient"
+OPEN_SALT = "uplift.offers.open"
+
+
+def contact_token(*, workspace_id: int, contact_id: int) -> str:
+    return signing.dumps({"w": workspace_id, "c": contact_id}, salt=RECIPIENT_SALT, compress=False)
+
+
+def contact_from_token(token: str) -> tuple[int, int]:
+    """(workspace id, contact id) a recipient token names; raises LinkInvalid."""
+    try:
+        data = signing.loads(token, salt=RECIPIENT_SALT)
+    except signing.BadSignature as exc:
+        raise LinkInvalid from exc
+    if not isinstance(data, dict) or not isinstance(data.get("w"), int) or not isinstance(data.get("c"), int):
+        raise LinkInvalid
+    return int(data["w"]), int(data["c"])
+
+
+def unsubscribe_url(*, workspace_id: int, contact_id: int) -> str:
+    token = contact_token(workspace_id=workspace_id, contact_id=contact_id)
+    return settings.PUBLIC_BASE_URL + reverse("offers:unsubscribe", args=[token])
+
+
+def preferences_url(*, workspace_id: int, contact_id: int) -> str:
+    token = contact_token(workspace_id=workspace_id, contact_id=contact_id)
+    return settings.PUBLIC_BASE_URL + reverse("offers:preferences", args=[token])
+
+
+def open_pixel_url(*, workspace_id: int, delivery_id: int) -> str:
+    token = signing.dumps({"w": workspace_id, "d": delivery_id}, salt=OPEN_SALT, compress=False)
+    return settings.PUBLIC_BASE_URL + reverse("offers:open-pixel", args=[token])
+
+
+def delivery_from_open_token(token: str) -> tuple[int, int]:
+    """(workspace id, delivery id) of an open-pixel token; raises LinkInvalid."""
+    try:
+        data = signing.loads(token, salt=OPEN_SALT)
+    except signing.BadSignature as exc:
+        raise LinkInvalid from exc
+    if not isinstance(data, dict) or not isinstance(data.get("w"), int) or not isinstance(data.get("d"), int):
+        raise LinkInvalid
+    return int(data["w"]), int(data["d"])

@@ -1,4 +1,4 @@
-"""Use cases of offer delivery: deliver a due step, send email, serve prompts, accept an upgrade."""
+"""Use cases of offers: templates, offers, experiments, delivering steps, sending email, recording outcomes."""
 
 from __future__ import annotations
 
@@ -11,70 +11,255 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from accounts.models import Contact, Workspace
-from billing.models import Subscription
+from billing.models import Plan, Subscription
 from billing.queries import current_subscription
 from billing.services import change_plan
-from offers import links, rendering
-from offers.models import Delivery
-from triggers.models import Meter, MeterDefinition, Opportunity, OpportunityStep
+from offers import catalog, experiments, links, queries, rendering
+from offers.models import Assignment, Delivery, DeliveryEvent, Experiment, MessageTemplate, Offer, Variant
+from triggers.models import Opportunity, OpportunityStep, Rule
+from triggers.services import record_step_outcome
 
 # An email worker that claimed a delivery and vanished is presumed dead after this long.
 SEND_LEASE = timedelta(minutes=5)
 
 
-def message_values(*, opportunity: Opportunity, contact: Contact | None, delivery_id: int | None) -> dict[str, object]:
-    """Every value a template may name, computed from the workspace's real data."""
-    rule = opportunity.rule
-    definition = MeterDefinition.objects.filter(key=rule.meter_key).first()
-    meter = (
-        Meter.objects.filter(customer_id=opportunity.customer_id, key=rule.meter_key).order_by("-updated_at").first()
+def ensure_seeded_templates(*, workspace_id: int, now: datetime) -> dict[str, MessageTemplate]:
+    """Create the methodology's templates for a workspace once; returns all its templates by key."""
+    existing = {t.key: t for t in MessageTemplate.objects.all()}
+    for seed in catalog.SEEDS:
+        if seed.key not in existing:
+            template, _created = MessageTemplate.objects.get_or_create(
+                workspace_id=workspace_id,
+                key=seed.key,
+                defaults={
+                    "name": seed.name,
+                    "channel": seed.channel,
+                    "subject": seed.subject,
+                    "body": seed.body,
+                    "updated_at": now,
+                },
+            )
+            existing[seed.key] = template
+    return existing
+
+
+def save_template(*, template: MessageTemplate, name: str, subject: str, body: str, now: datetime) -> MessageTemplate:
+    """Change a template; raises rendering.TemplateProblem (and saves nothing) if it is malformed."""
+    rendering.check_template(subject=subject, body=body)
+    template.name, template.subject, template.body, template.updated_at = name, subject, body, now
+    template.save(update_fields=["name", "subject", "body", "updated_at"])
+    return template
+
+
+def create_template(
+    *, workspace: Workspace, key: str, name: str, channel: str, subject: str, body: str, now: datetime
+) -> MessageTemplate:
+    """Add a template; raises rendering.TemplateProblem if it is malformed."""
+    rendering.check_template(subject=subject, body=body)
+    return MessageTemplate.objects.create(
+        workspace=workspace, key=key, name=name, channel=channel, subject=subject, body=body, updated_at=now
     )
-    current, target = opportunity.current_plan, opportunity.target_plan
-    limit = current.limit_for(rule.meter_key) if current else None
-    value = meter.value if meter else Decimal(0)
-    workspace = Workspace.objects.get(pk=opportunity.workspace_id)
-    return {
-        "first_name": contact.first_name if contact else "there",
-        "percent": int(value * 100 // limit) if limit else 0,
-        "value": f"{int(value):,}",
-        "limit": f"{limit:,}" if limit else "",
-        "resource": definition.label if definition else rule.meter_key,
-        "product_name": workspace.name,
-        "current_plan": current.name if current else "",
-        "target_plan": target.name if target else "",
-        "target_features": list(target.features) if target else [],
-        "target_price": rendering.money(target.monthly_amount_cents) if target else "",
-        "price_difference": rendering.money(opportunity.estimated_uplift_cents),
-        "upgrade_url": links.upgrade_url(delivery_id) if delivery_id else "",
-        "sender_name": f"The {workspace.name} team",
-    }
+
+
+def create_offer(
+    *,
+    workspace: Workspace,
+    name: str,
+    kind: str,
+    now: datetime,
+    rule: Rule | None = None,
+    target_plan: Plan | None = None,
+    framing: str = Offer.Framing.COMPARISON,
+    benefit: str = "",
+    hours_saved_per_month: int | None = None,
+    hourly_value_cents: int | None = None,
+    incentive: str = Offer.Incentive.NONE,
+    discount_percent: int | None = None,
+    discount_months: int = 1,
+    discount_amount_cents: int | None = None,
+    trial_days: int | None = None,
+    incentive_ends_at: datetime | None = None,
+    email_template: MessageTemplate | None = None,
+    prompt_template: MessageTemplate | None = None,
+) -> Offer:
+    """Add an offer to the workspace's catalog (at most one active offer per rule)."""
+    return Offer.objects.create(
+        workspace=workspace,
+        name=name,
+        kind=kind,
+        rule=rule,
+        target_plan=target_plan,
+        framing=framing,
+        benefit=benefit,
+        hours_saved_per_month=hours_saved_per_month,
+        hourly_value_cents=hourly_value_cents,
+        incentive=incentive,
+        discount_percent=discount_percent,
+        discount_months=discount_months,
+        discount_amount_cents=discount_amount_cents,
+        trial_days=trial_days,
+        incentive_ends_at=incentive_ends_at,
+        email_template=email_template,
+        prompt_template=prompt_template,
+        created_at=now,
+    )
+
+
+@transaction.atomic
+def create_experiment(
+    *,
+    offer: Offer,
+    name: str,
+    holdout_percent: Decimal | int,
+    variants: list[tuple[str, int, MessageTemplate | None, MessageTemplate | None]],
+    now: datetime,
+) -> Experiment:
+    """An experiment on an offer: variants (key, weight, email template, prompt template) and a holdout."""
+    experiment = Experiment.objects.create(
+        workspace_id=offer.workspace_id, offer=offer, name=name, holdout_percent=holdout_percent, created_at=now
+    )
+    for key, weight, email_template, prompt_template in variants:
+        Variant.objects.create(
+            workspace_id=offer.workspace_id,
+            experiment=experiment,
+            key=key,
+            weight=weight,
+            email_template=email_template,
+            prompt_template=prompt_template,
+        )
+    return experiment
+
+
+def assign_arm(*, experiment: Experiment, customer_id: int, now: datetime) -> str:
+    """The customer's arm in the experiment: stored on first use, the same ever after."""
+    stored = Assignment.objects.filter(experiment=experiment, customer_id=customer_id).first()
+    if stored:
+        return stored.arm
+    arm = experiments.assign(
+        workspace_id=experiment.workspace_id,
+        experiment_id=experiment.pk,
+        customer_id=customer_id,
+        holdout_percent=float(experiment.holdout_percent),
+        variants=list(experiment.variants.order_by("key").values_list("key", "weight")),
+    )
+    try:
+        with transaction.atomic():
+            Assignment.objects.create(
+                workspace_id=experiment.workspace_id,
+                experiment=experiment,
+                customer_id=customer_id,
+                arm=arm,
+                assigned_at=now,
+            )
+    except IntegrityError:
+        # Assigned concurrently; the stored arm wins.
+        return Assignment.objects.get(experiment=experiment, customer_id=customer_id).arm
+    return arm
+
+
+def record_event(*, delivery: Delivery, kind: str, now: datetime) -> bool:
+    """Record an outcome of a delivery once; False when it was recorded before."""
+    try:
+        with transaction.atomic():
+            DeliveryEvent.objects.create(
+                workspace_id=delivery.workspace_id, delivery=delivery, kind=kind, occurred_at=now
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def _template_for(
+    *, step: OpportunityStep, offer: Offer | None, variant: Variant | None, templates: dict[str, MessageTemplate]
+) -> MessageTemplate:
+    email = step.channel == OpportunityStep.Channel.EMAIL
+    if variant is not None:
+        chosen = variant.email_template if email else variant.prompt_template
+        if chosen is not None:
+            return chosen
+    if offer is not None:
+        chosen = offer.email_template if email else offer.prompt_template
+        if chosen is not None:
+            return chosen
+    return templates[catalog.DEFAULT_EMAIL if email else catalog.DEFAULT_PROMPT]
+
+
+def _suppress(*, delivery: Delivery, status: str, reason: str, now: datetime) -> None:
+    delivery.status, delivery.suppressed_reason = status, reason
+    delivery.save(update_fields=["status", "suppressed_reason"])
+    record_event(
+        delivery=delivery,
+        kind=DeliveryEvent.Kind.HOLDOUT if status == Delivery.Status.HOLDOUT else DeliveryEvent.Kind.SUPPRESSED,
+        now=now,
+    )
 
 
 def deliver_step(*, step_id: int, now: datetime) -> list[int]:
-    """Create the delivery of a due step once; returns the email deliveries to send."""
+    """Create the delivery of a due step once (content, offer, variant); returns the emails to send."""
     with transaction.atomic():
         step = (
             OpportunityStep.objects.select_for_update(of=("self",))
-            .select_related("opportunity__rule", "contact")
+            .select_related("opportunity__rule", "opportunity__customer", "contact")
             .get(pk=step_id)
         )
         if step.status != OpportunityStep.Status.DUE:
             return []
         opportunity = step.opportunity
-        delivery = Delivery.objects.create(workspace_id=step.workspace_id, step=step, created_at=now)
-        values = message_values(opportunity=opportunity, contact=step.contact, delivery_id=delivery.pk)
-        to_send: list[int] = []
-        if step.channel == OpportunityStep.Channel.EMAIL:
-            email = rendering.render_usage_upsell_email(values)
-            delivery.subject, delivery.body_text = email.subject, email.text
-            to_send.append(delivery.pk)
-        else:
-            delivery.body_text = rendering.render_limit_prompt(values)
-            delivery.status = Delivery.Status.SENT
-            delivery.sent_at = now
-        delivery.save()
+        templates = ensure_seeded_templates(workspace_id=step.workspace_id, now=now)
+        offer = Offer.objects.filter(is_active=True, rule=opportunity.rule).first()
+        delivery = Delivery.objects.create(
+            workspace_id=step.workspace_id,
+            step=step,
+            offer=offer,
+            trigger=opportunity.rule.kind,
+            created_at=now,
+        )
         step.status = OpportunityStep.Status.DELIVERED
         step.save(update_fields=["status"])
+        experiment = offer.experiments.filter(is_active=True).first() if offer else None
+        variant = None
+        if experiment is not None:
+            arm = assign_arm(experiment=experiment, customer_id=opportunity.customer_id, now=now)
+            delivery.experiment, delivery.variant = experiment, arm
+            delivery.save(update_fields=["experiment", "variant"])
+            if arm == experiments.HOLDOUT:
+                # The holdout receives nothing, so its conversion measures doing nothing.
+                _suppress(delivery=delivery, status=Delivery.Status.HOLDOUT, reason="experiment holdout", now=now)
+                return []
+            variant = experiment.variants.get(key=arm)
+        contact = step.contact
+        if step.channel == OpportunityStep.Channel.EMAIL and contact is not None and contact.unsubscribed_at:
+            _suppress(delivery=delivery, status=Delivery.Status.SUPPRESSED, reason="contact unsubscribed", now=now)
+            return []
+        template = _template_for(step=step, offer=offer, variant=variant, templates=templates)
+        values = queries.message_values(
+            opportunity=opportunity, contact=contact, delivery_id=delivery.pk, offer=offer, now=now
+        )
+        try:
+            rendered = rendering.render_message(
+                subject=template.subject, body=template.body, values=values, channel=step.channel
+            )
+        except rendering.TemplateProblem as exc:
+            # Never send a half-filled message: record why, and the dashboard shows it.
+            _suppress(delivery=delivery, status=Delivery.Status.FAILED, reason=str(exc)[:255], now=now)
+            return []
+        delivery.template = template
+        delivery.subject, delivery.body_text, delivery.body_html = rendered.subject, rendered.text, rendered.html
+        if offer is not None and queries.incentive_is_live(offer=offer, now=now):
+            delivery.incentive = offer.incentive
+            delivery.discount_percent = offer.discount_percent
+            delivery.discount_months = offer.discount_months
+            delivery.discount_amount_cents = offer.discount_amount_cents
+            delivery.trial_days = offer.trial_days
+            delivery.incentive_ends_at = offer.incentive_ends_at
+        to_send: list[int] = []
+        if step.channel == OpportunityStep.Channel.EMAIL:
+            to_send.append(delivery.pk)
+        else:
+            delivery.status = Delivery.Status.SENT
+            delivery.sent_at = now
+            record_event(delivery=delivery, kind=DeliveryEvent.Kind.SENT, now=now)
+        delivery.save()
         if opportunity.status == Opportunity.Status.OPEN:
             opportunity.status = Opportunity.Status.OFFERED
             opportunity.updated_at = now
@@ -102,19 +287,35 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
     """Send a claimed email delivery over SMTP and record it; True when this call sent it."""
     if not claim_email(delivery_id=delivery_id, now=now):
         return False
-    delivery = Delivery.objects.select_related("step__opportunity__rule", "step__contact").get(pk=delivery_id)
+    delivery = Delivery.objects.select_related("step__contact").get(pk=delivery_id)
     contact = delivery.step.contact
     assert contact is not None  # the engine suppresses steps without a contact
-    values = message_values(opportunity=delivery.step.opportunity, contact=contact, delivery_id=delivery.pk)
-    email = rendering.render_usage_upsell_email(values)
+    if contact.unsubscribed_at is not None:
+        # Unsubscribed after the step was decided: the send-time check is the one that counts.
+        _suppress(delivery=delivery, status=Delivery.Status.SUPPRESSED, reason="contact unsubscribed", now=now)
+        return False
+    unsubscribe = links.unsubscribe_url(workspace_id=delivery.workspace_id, contact_id=contact.pk)
+    preferences = links.preferences_url(workspace_id=delivery.workspace_id, contact_id=contact.pk)
+    pixel = links.open_pixel_url(workspace_id=delivery.workspace_id, delivery_id=delivery.pk)
+    rendered = rendering.Rendered(subject=delivery.subject, text=delivery.body_text, html=delivery.body_html, links=())
     message = EmailMultiAlternatives(
-        subject=email.subject,
-        body=email.text,
+        subject=delivery.subject,
+        body=rendering.email_text(rendered=rendered, unsubscribe_url=unsubscribe, preferences_url=preferences),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[contact.email],
-        headers={"Message-ID": f"<delivery-{delivery.pk}@uplift.localhost>"},
+        headers={
+            # Deterministic, so a resend after a lost acknowledgement is recognisably the same message.
+            "Message-ID": f"<delivery-{delivery.pk}@uplift.localhost>",
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
     )
-    message.attach_alternative(email.html, "text/html")
+    message.attach_alternative(
+        rendering.email_html(
+            rendered=rendered, unsubscribe_url=unsubscribe, preferences_url=preferences, pixel_url=pixel
+        ),
+        "text/html",
+    )
     try:
         message.send()
     except Exception:
@@ -122,6 +323,9 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
         Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.PENDING, claimed_at=None)
         raise
     Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.SENT, sent_at=now)
+    # SMTP acceptance is as far as we can see delivery (no bounce feed yet), so both are recorded now.
+    record_event(delivery=delivery, kind=DeliveryEvent.Kind.SENT, now=now)
+    record_event(delivery=delivery, kind=DeliveryEvent.Kind.DELIVERED, now=now)
     return True
 
 
@@ -131,7 +335,7 @@ def pending_prompts(*, user_id: str) -> list[Delivery]:
     if contact is None or contact.customer_id is None:
         return []
     return list(
-        Delivery.objects.select_related("step__opportunity")
+        Delivery.objects.select_related("step__opportunity", "offer")
         .filter(
             step__channel=OpportunityStep.Channel.IN_APP,
             step__opportunity__customer_id=contact.customer_id,
@@ -139,6 +343,88 @@ def pending_prompts(*, user_id: str) -> list[Delivery]:
         )
         .order_by("-created_at")[:5]
     )
+
+
+def mark_prompts_delivered(*, deliveries: list[Delivery], now: datetime) -> None:
+    """The SDK received these prompts."""
+    for delivery in deliveries:
+        record_event(delivery=delivery, kind=DeliveryEvent.Kind.DELIVERED, now=now)
+
+
+# A prompt's status only moves forward, like the engine's step outcome.
+_PROMPT_RANK = {
+    Delivery.Status.SENT: 0,
+    Delivery.Status.SHOWN: 1,
+    Delivery.Status.CLICKED: 2,
+    Delivery.Status.DISMISSED: 3,
+    Delivery.Status.ACCEPTED: 4,
+}
+PROMPT_EVENTS = ("shown", "clicked", "dismissed")
+
+
+class NotYourPrompt(Exception):
+    """The prompt does not exist for this user (another customer's, or another workspace's)."""
+
+
+def record_prompt_event(*, delivery_id: int, user_id: str, event: str, now: datetime) -> bool:
+    """Record shown/clicked/dismissed reported by the SDK and tell the engine; False if already recorded."""
+    if event not in PROMPT_EVENTS:
+        raise ValueError(event)
+    contact = Contact.objects.filter(external_id=user_id).first()
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("step__opportunity")
+            .filter(pk=delivery_id, step__channel=OpportunityStep.Channel.IN_APP)
+            .first()
+        )
+        if (
+            delivery is None
+            or contact is None
+            or contact.customer_id is None
+            or delivery.step.opportunity.customer_id != contact.customer_id
+        ):
+            raise NotYourPrompt
+        if delivery.status not in _PROMPT_RANK:
+            raise NotYourPrompt  # suppressed / holdout prompts were never shown
+        recorded = record_event(delivery=delivery, kind=event, now=now)
+        new_status = Delivery.Status(event)
+        if _PROMPT_RANK[new_status] > _PROMPT_RANK[Delivery.Status(delivery.status)]:
+            delivery.status = new_status
+            if event == "clicked":
+                delivery.clicked_at = now
+            delivery.save(update_fields=["status", "clicked_at"])
+        record_step_outcome(step_id=delivery.step_id, outcome=event, now=now)
+    return recorded
+
+
+def record_open(*, delivery_id: int, now: datetime) -> bool:
+    """The email's tracking pixel was loaded."""
+    delivery = Delivery.objects.filter(pk=delivery_id).first()
+    return delivery is not None and record_event(delivery=delivery, kind=DeliveryEvent.Kind.OPENED, now=now)
+
+
+def record_click(*, delivery_id: int, now: datetime) -> bool:
+    """The recipient opened the offer's upgrade link (call from the upgrade page's GET)."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+        if delivery is None:
+            return False
+        if delivery.clicked_at is None:
+            delivery.clicked_at = now
+            delivery.save(update_fields=["clicked_at"])
+        record_step_outcome(step_id=delivery.step_id, outcome="clicked", now=now)
+        return record_event(delivery=delivery, kind=DeliveryEvent.Kind.CLICKED, now=now)
+
+
+def unsubscribe(*, contact_id: int, now: datetime) -> bool:
+    """Stop all offer email to a contact; False when they had already unsubscribed."""
+    return bool(Contact.objects.filter(pk=contact_id, unsubscribed_at__isnull=True).update(unsubscribed_at=now))
+
+
+def resubscribe(*, contact_id: int) -> bool:
+    """The contact asked for offer email again on the preferences page."""
+    return bool(Contact.objects.filter(pk=contact_id, unsubscribed_at__isnull=False).update(unsubscribed_at=None))
 
 
 def accept_upgrade(*, delivery_id: int, now: datetime) -> tuple[bool, Subscription | None]:
