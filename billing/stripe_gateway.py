@@ -123,6 +123,19 @@ def modify_subscription(
 ) -> dict[str, Any]:
     """Apply a prorated change; a replay with the same idempotency key returns the same result."""
     params = change_params(items=items, proration_date=proration_date, coupon_id=coupon_id)
+    if _localstripe() and len(items) == 1 and "id" not in items[0]:
+        # localstripe's Subscription.modify handles exactly one item (500 otherwise): an added item
+        # (add-on) goes through SubscriptionItem.create, which takes no proration parameters.
+        try:
+            _client(secret_key).v1.subscription_items.create(
+                params={"subscription": subscription_id, **items[0]},  # type: ignore[typeddict-item]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(str(exc)) from exc
+        data = retrieve_subscription(secret_key=secret_key, subscription_id=subscription_id)
+        assert data is not None
+        return data
     try:
         result = _client(secret_key).v1.subscriptions.update(
             subscription_id,

@@ -23,16 +23,11 @@ from offers import links
 from offers import services as offers
 from offers.models import Delivery
 from tests.conftest import email_marketing_catalog, make_tenant
-from tests.stripe_fixtures import (  # noqa: F401 -- fixtures
-    STRIPE_KEY,
-    WEBHOOK_SECRET,
-    _localstripe_session,
-    localstripe,
-    stripe_catalog,
-    stripe_customer,
-)
+from tests.stripe_fixtures import STRIPE_KEY, WEBHOOK_SECRET, stripe_catalog, stripe_customer
 from triggers.models import Meter, OpportunityStep
 from triggers.services import evaluate_customer
+
+pytest_plugins = ["tests.stripe_fixtures"]
 
 
 @dataclass
