@@ -81,6 +81,10 @@ def _paying(subscriptions: Sequence[SubscriptionState]) -> dict[str, Subscriptio
 
 def _expansion_type(before: Sequence[SubscriptionState], after: Sequence[SubscriptionState]) -> str:
     was, now = _paying(before), _paying(after)
+    for key, sub in now.items():
+        old = was.get(key)
+        if old is not None and len(sub.items) > len(old.items):
+            return "add_on"  # an extra item on a subscription the customer already pays
     products_before = {item.product for sub in was.values() for item in sub.items}
     products_after = {item.product for sub in now.values() for item in sub.items}
     if products_after - products_before:
@@ -89,8 +93,6 @@ def _expansion_type(before: Sequence[SubscriptionState], after: Sequence[Subscri
         old = was.get(key)
         if old is None:
             continue
-        if len(sub.items) > len(old.items):
-            return "add_on"  # an extra item on an existing subscription
         old_by_product = {item.product: item for item in old.items}
         for item in sub.items:
             prior = old_by_product.get(item.product)

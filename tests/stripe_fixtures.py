@@ -123,7 +123,7 @@ def _start() -> LocalStripe:
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{_BACKEND_PORT}/v1/plans", timeout=1)  # noqa: S310
+            urllib.request.urlopen(f"http://127.0.0.1:{_BACKEND_PORT}/v1/plans", timeout=1)
         except urllib.error.HTTPError:
             break  # it answers (401 without a key): up
         except OSError:
