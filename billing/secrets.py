@@ -35,5 +35,5 @@ def rotate(token: str) -> str:
 
 def mask(secret: str) -> str:
     """E.g. rk_live_…a1b2: enough to recognise a key, never enough to use it."""
-    prefix = secret.split("_")[0] + "_" + secret.split("_")[1] + "_" if secret.count("_") >= 2 else ""
+    prefix = secret.rsplit("_", 1)[0] + "_" if "_" in secret else ""
     return f"{prefix}…{secret[-4:]}"

@@ -177,7 +177,7 @@ def test_subscription_history_produces_the_expected_movements_to_the_cent(tenant
         customer = upsert_customer(workspace=workspace, external_id="acme")
         billing.link_stripe_customer(customer=customer, stripe_customer_id="cus_acme")
         produced = []
-        for step, (what, payload, expected) in enumerate(HISTORY):
+        for step, (what, payload, _expected) in enumerate(HISTORY):
             movement = billing.apply_stripe_subscription(
                 workspace_id=workspace.pk, data=payload, now=now, source_key=f"evt_{step}"
             )
