@@ -52,9 +52,19 @@ def item_price_id(item: dict[str, Any]) -> str:
 
 
 def change_params(
-    *, items: list[dict[str, Any]], proration_date: int, coupon_id: str = "", preview: bool = False
+    *,
+    items: list[dict[str, Any]],
+    proration_date: int,
+    coupon_id: str = "",
+    preview: bool = False,
+    trial_end: int | None = None,
 ) -> dict[str, Any]:
     """Parameters of a prorated subscription change; `preview` gives those of Invoice.create_preview."""
+    if trial_end is not None:
+        # A trial of the higher plan: nothing is charged until it ends, so nothing is prorated.
+        if _localstripe():
+            return {"items": items, "trial_end": trial_end, "prorate": False}
+        return {"items": items, "trial_end": trial_end, "proration_behavior": "none"}
     if _localstripe():
         # localstripe knows only the legacy `prorate` flag (500 on proration_behavior) and 500s on
         # a coupon in Subscription.modify; it creates pending proration items like Stripe's default.
@@ -205,6 +215,29 @@ def _price_info(obj: dict[str, Any], product_names: dict[str, str]) -> PriceInfo
         interval_count=int(count or 1),
         nickname=str(obj.get("nickname") or ""),
     )
+
+
+def create_first_month_coupon(*, secret_key: str, percent_off: int, idempotency_key: str) -> str:
+    """A coupon for the offer's discount on the first month only (duration "once"); returns its id.
+
+    Its id derives from our key, so a second call finds the first one's coupon (localstripe ignores
+    idempotency keys here and answers 409; Stripe answers 400 resource_already_exists).
+    """
+    coupon_id = f"uplift-{idempotency_key}"
+    client = _client(secret_key)
+    try:
+        client.v1.coupons.create(
+            params={"id": coupon_id, "percent_off": float(percent_off), "duration": "once"},
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        if exc.http_status not in (400, 409):
+            raise StripeUnavailable(str(exc)) from exc
+        try:
+            client.v1.coupons.retrieve(coupon_id)
+        except stripe.StripeError as missing:
+            raise StripeUnavailable(str(exc)) from missing
+    return coupon_id
 
 
 def iter_products(*, secret_key: str) -> Iterator[dict[str, Any]]:

@@ -131,7 +131,17 @@ def test_one_code_path_two_dialects(settings):
         "proration_date": 7,
         "proration_behavior": "always_invoice",
     }
+    assert stripe_gateway.change_params(items=[], proration_date=7, trial_end=99) == {
+        "items": [],
+        "trial_end": 99,
+        "proration_behavior": "none",
+    }
     settings.STRIPE_DIALECT = "localstripe"
+    assert stripe_gateway.change_params(items=[], proration_date=7, trial_end=99) == {
+        "items": [],
+        "trial_end": 99,
+        "prorate": False,
+    }
     assert stripe_gateway.item_price_ref("starter") == {"plan": "starter"}
     assert stripe_gateway.change_params(items=[], proration_date=7, coupon_id="co_1") == {
         "items": [],
@@ -142,3 +152,13 @@ def test_one_code_path_two_dialects(settings):
         stripe_gateway.item_price_id({"id": "si", "price": {"id": "price_1"}, "plan": {"id": "price_1"}}) == "price_1"
     )
     assert stripe_gateway.item_price_id({"id": "si", "plan": {"id": "starter"}}) == "starter"
+
+
+@pytest.mark.django_db
+def test_the_offer_discount_is_a_first_month_coupon_created_once(localstripe):
+    first = stripe_gateway.create_first_month_coupon(secret_key=STRIPE_KEY, percent_off=50, idempotency_key="offer-7")
+    again = stripe_gateway.create_first_month_coupon(secret_key=STRIPE_KEY, percent_off=50, idempotency_key="offer-7")
+    coupon = stripe.Coupon.retrieve(first)
+    assert (coupon.percent_off, coupon.duration) == (50, "once")
+    assert again == first
+    assert [c.id for c in stripe.Coupon.list().auto_paging_iter()] == [first]
