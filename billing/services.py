@@ -541,7 +541,7 @@ class UpgradeResult:
     movement: MrrMovement | None = None
 
 
-def perform_upgrade(
+def open_upgrade_attempt(
     *,
     delivery_id: int,
     subscription: Subscription,
@@ -551,15 +551,15 @@ def perform_upgrade(
     attribution: Attribution,
     now: datetime,
     coupon_id: str = "",
-) -> UpgradeResult:
-    """Perform a delivery's upgrade at most once: one UpgradeAttempt row per delivery, locked while Stripe is called.
+) -> UpgradeAttempt:
+    """The delivery's one UpgradeAttempt, created (and committed, when called outside a transaction) once.
 
-    Concurrent callers wait on the row lock and then see it applied; the idempotency key (the row's
-    id) makes even a retried HTTP call to Stripe land once.
+    Committing it before Stripe is called keeps the idempotency key stable across retries even if
+    the transaction that calls Stripe is rolled back afterwards.
     """
     try:
         with transaction.atomic():
-            UpgradeAttempt.objects.get_or_create(
+            attempt, _ = UpgradeAttempt.objects.get_or_create(
                 workspace_id=subscription.workspace_id,
                 delivery_id=delivery_id,
                 defaults={
@@ -576,16 +576,44 @@ def perform_upgrade(
                     "created_at": now,
                 },
             )
+            return attempt
     except IntegrityError:
-        pass  # a concurrent request created it first; we lock it below
+        return UpgradeAttempt.objects.get(delivery_id=delivery_id)  # a concurrent request created it
+
+
+def perform_upgrade(
+    *,
+    delivery_id: int,
+    subscription: Subscription,
+    change: ChangeRequest,
+    proration_date: int,
+    previewed_amount_cents: int,
+    attribution: Attribution,
+    now: datetime,
+    coupon_id: str = "",
+) -> UpgradeResult:
+    """Perform a delivery's upgrade at most once: its UpgradeAttempt row is locked while Stripe is called.
+
+    Concurrent callers wait on the row lock and then see it applied; the idempotency key (the row's
+    id) makes even a retried HTTP call to Stripe land once.
+    """
+    open_upgrade_attempt(
+        delivery_id=delivery_id,
+        subscription=subscription,
+        change=change,
+        proration_date=proration_date,
+        previewed_amount_cents=previewed_amount_cents,
+        attribution=attribution,
+        now=now,
+        coupon_id=coupon_id,
+    )
     with transaction.atomic():
         attempt = UpgradeAttempt.objects.select_for_update().get(delivery_id=delivery_id)
         if attempt.status == UpgradeAttempt.Status.APPLIED:
             return UpgradeResult(applied=False, attempt=attempt)
         sub = Subscription.objects.get(pk=attempt.subscription_id)
-        key = stripe_secret_key(workspace_id=sub.workspace_id)
         data = stripe_gateway.modify_subscription(
-            secret_key=key,
+            secret_key=stripe_secret_key(workspace_id=sub.workspace_id),
             subscription_id=sub.stripe_subscription_id,
             items=_change_items(subscription=sub, change=change),
             proration_date=attempt.proration_date,

@@ -18,6 +18,7 @@ from billing.services import (
     Attribution,
     ChangeRequest,
     change_plan,
+    open_upgrade_attempt,
     perform_upgrade,
     quote_change,
     upgrade_already_applied,
@@ -199,6 +200,12 @@ def upgrade_offer(*, delivery_id: int, now: datetime) -> UpgradeOffer:
     )
 
 
+def _attribution(delivery_id: int) -> Attribution:
+    delivery = Delivery.objects.select_related("step__opportunity__rule").get(pk=delivery_id)
+    opportunity = delivery.step.opportunity
+    return Attribution(opportunity_id=opportunity.pk, trigger=opportunity.rule.kind)
+
+
 def upgrade_used(*, delivery_id: int) -> bool:
     """Whether this delivery's upgrade link has already been used."""
     delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
@@ -213,6 +220,21 @@ def accept_upgrade(
     *, delivery_id: int, proration_date: int, previewed_amount_cents: int, now: datetime
 ) -> tuple[bool, Subscription | None]:
     """Apply the offered change once (Stripe via billing, or locally); (False, None) when already used."""
+    attribution = _attribution(delivery_id)
+    delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
+    subscription = current_subscription(delivery.step.opportunity.customer)
+    change = _change_for(delivery.step.opportunity, subscription)
+    if subscription is not None and change is not None and _billed_by_stripe(subscription, change):
+        # Committed before anything else so the Stripe idempotency key survives a rollback below.
+        open_upgrade_attempt(
+            delivery_id=delivery_id,
+            subscription=subscription,
+            change=change,
+            proration_date=proration_date,
+            previewed_amount_cents=previewed_amount_cents,
+            attribution=attribution,
+            now=now,
+        )
     with transaction.atomic():
         # The delivery row lock serialises double clicks; billing's UpgradeAttempt makes it once-only anyway.
         delivery = (
@@ -234,7 +256,7 @@ def accept_upgrade(
                 change=change,
                 proration_date=proration_date,
                 previewed_amount_cents=previewed_amount_cents,
-                attribution=Attribution(opportunity_id=opportunity.pk, trigger=opportunity.rule.kind),
+                attribution=attribution,
                 now=now,
             )
             if not result.applied:

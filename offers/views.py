@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import access
 from accounts.tenancy import tenant_scope
+from billing.stripe_gateway import StripeUnavailable
 from offers import links, services
 from offers.models import Delivery
 
@@ -88,9 +89,18 @@ def upgrade(request: HttpRequest, token: str) -> HttpResponse:
                 request, token, delivery.pk, status=409, notice="The price was refreshed; please confirm again."
             )
         proration_date, amount = quote
-        applied, subscription = services.accept_upgrade(
-            delivery_id=delivery.pk, proration_date=proration_date, previewed_amount_cents=amount, now=timezone.now()
-        )
+        try:
+            applied, subscription = services.accept_upgrade(
+                delivery_id=delivery.pk,
+                proration_date=proration_date,
+                previewed_amount_cents=amount,
+                now=timezone.now(),
+            )
+        except StripeUnavailable:
+            # Retrying is safe: the same UpgradeAttempt (and idempotency key) is used again.
+            return _link_error(
+                request, "We could not reach the payment provider", "Nothing changed yet. Please try again.", 502
+            )
         if not applied:
             return _already_used(request)
         offer_opportunity = services.upgrade_offer_opportunity(delivery_id=delivery.pk)

@@ -241,3 +241,29 @@ def test_a_forged_or_stale_quote_shows_a_fresh_price_instead_of_charging(localst
     response = Client().post(offer.url, {"quote": "not-a-quote"})
     assert response.status_code == 409 and "The price was refreshed" in response.content.decode()
     assert modifications(localstripe, offer.stripe_subscription_id) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stripe_down_during_the_click_changes_nothing_and_the_retry_uses_the_same_idempotency_key(
+    localstripe, settings
+):
+    from tests.harness import free_port
+
+    offer = offer_for_acme("outage")
+    quote = quote_from(Client().get(offer.url))
+    localstripe.log.clear()
+    working = settings.STRIPE_API_BASE
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{free_port()}"  # nothing listens there: an outage
+    failed = Client().post(offer.url, {"quote": quote})
+    assert failed.status_code == 502 and "could not reach the payment provider" in failed.content.decode()
+    with tenant_scope(offer.workspace):
+        attempt = UpgradeAttempt.objects.get()
+        assert attempt.status == "pending"
+        assert Delivery.objects.get().status == "pending"
+        assert MrrMovement.objects.filter(kind="expansion").count() == 0
+    settings.STRIPE_API_BASE = working
+    assert Client().post(offer.url, {"quote": quote}).status_code == 200
+    [call] = modifications(localstripe, offer.stripe_subscription_id)
+    assert call[2] == attempt.idempotency_key
+    with tenant_scope(offer.workspace):
+        assert UpgradeAttempt.objects.get().status == "applied"
