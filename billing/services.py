@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils.text import slugify
 
 from accounts.models import Customer, Workspace
@@ -448,10 +449,22 @@ def process_event(*, event_pk: int, now: datetime) -> bool:
         return True
 
 
+def record_event_failure(*, event_pk: int, error: str) -> None:
+    """Note a failed processing attempt (the task retries; the sweeper gives up after MAX_EVENT_ATTEMPTS)."""
+    StripeEvent.objects.filter(pk=event_pk, processed_at__isnull=True).update(
+        attempts=F("attempts") + 1, error=error[:2000]
+    )
+
+
+MAX_EVENT_ATTEMPTS = 20
+
+
 def unprocessed_events(*, older_than: datetime) -> list[tuple[int, int]]:
     """(workspace id, event pk) of stored events not processed yet, across all workspaces."""
     return list(
-        StripeEvent.all_workspaces.filter(processed_at__isnull=True, received_at__lt=older_than)
+        StripeEvent.all_workspaces.filter(
+            processed_at__isnull=True, received_at__lt=older_than, attempts__lt=MAX_EVENT_ATTEMPTS
+        )
         .order_by("stripe_created")
         .values_list("workspace_id", "id")[:1000]
     )

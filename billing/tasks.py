@@ -17,7 +17,11 @@ PROCESS_EVENT_TASK = "billing.tasks.process_stripe_event"
 @shared_task(name=PROCESS_EVENT_TASK, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
 @tenant_task
 def process_stripe_event(workspace_id: int, event_pk: int) -> bool:
-    return services.process_event(event_pk=event_pk, now=timezone.now())
+    try:
+        return services.process_event(event_pk=event_pk, now=timezone.now())
+    except Exception as exc:
+        services.record_event_failure(event_pk=event_pk, error=repr(exc))
+        raise
 
 
 @shared_task(name="billing.tasks.import_from_stripe")

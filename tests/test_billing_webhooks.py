@@ -192,3 +192,27 @@ def test_payment_failed_makes_the_subscription_past_due_unless_the_invoice_was_p
         assert not billing.process_event(event_pk=stored.pk, now=now)  # a duplicate run does nothing
         assert billing.store_event(workspace_id=tenant.workspace.pk, event=failed, now=now) is None
         assert Subscription.objects.get().status == "past_due"
+
+
+@pytest.mark.django_db
+def test_an_event_that_fails_is_kept_unprocessed_with_its_error_for_the_sweeper(localstripe):
+    from datetime import timedelta
+
+    from billing.stripe_gateway import StripeUnavailable
+
+    tenant = connected("sweeper")
+    broken = event("evt_broken", "invoice.payment_failed", {"id": "in_missing", "object": "invoice"})
+    now = timezone.now()
+    with tenant_scope(tenant.workspace):
+        stored = billing.store_event(workspace_id=tenant.workspace.pk, event=broken, now=now)
+        assert stored is not None
+        with pytest.raises(StripeUnavailable):
+            billing.process_event(event_pk=stored.pk, now=now)
+        billing.record_event_failure(event_pk=stored.pk, error="StripeUnavailable('No such invoice')")
+        stored.refresh_from_db()
+        assert (stored.processed_at, stored.attempts) == (None, 1)
+        assert "No such invoice" in stored.error
+    later = now + timedelta(minutes=3)
+    assert billing.unprocessed_events(older_than=later) == [(tenant.workspace.pk, stored.pk)]
+    StripeEvent.all_workspaces.filter(pk=stored.pk).update(attempts=billing.MAX_EVENT_ATTEMPTS)
+    assert billing.unprocessed_events(older_than=later) == []
