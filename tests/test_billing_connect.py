@@ -162,3 +162,30 @@ def test_the_offer_discount_is_a_first_month_coupon_created_once(localstripe):
     assert (coupon.percent_off, coupon.duration) == (50, "once")
     assert again == first
     assert [c.id for c in stripe.Coupon.list().auto_paging_iter()] == [first]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_import_button_runs_in_the_worker_and_the_page_polls_progress(localstripe, worker):
+    from tests.conftest import make_tenant
+    from tests.harness import wait_until
+
+    stripe_catalog()
+    stripe_customer("acme", "starter")
+    tenant = make_tenant("importer")
+    connect = {"secret_key": STRIPE_KEY, "webhook_secret": WEBHOOK_SECRET}
+    assert tenant.client.post("/billing/settings/stripe/", connect).status_code == 302
+    assert tenant.client.post("/billing/settings/stripe/import/").status_code == 302
+    running = tenant.client.get("/billing/settings/stripe/", HTTP_HX_REQUEST="true").content.decode()
+    assert running.lstrip().startswith('<div id="import-progress"')  # the partial alone, for HTMX
+
+    def done() -> bool:
+        with tenant_scope(tenant.workspace):
+            return StripeAccount.objects.get().import_state == "done"
+
+    wait_until(done, timeout=60, what="the import task")
+    partial = tenant.client.get("/billing/settings/stripe/", HTTP_HX_REQUEST="true").content.decode()
+    assert '<strong id="import-state">done</strong>' in partial and "hx-trigger" not in partial
+    assert "subscriptions: 1" in partial and "customers: 1" in partial and "prices: 3" in partial
+    with tenant_scope(tenant.workspace):
+        assert Customer.objects.get(external_id="acme").mrr_cents == 2900
