@@ -130,6 +130,11 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-evaluation-outbox": {"task": "triggers.tasks.sweep_evaluation_outbox", "schedule": timedelta(seconds=30)},
     "sweep-pending-deliveries": {"task": "offers.tasks.sweep_pending_deliveries", "schedule": timedelta(seconds=60)},
 }
+CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {"task": "billing.tasks.reconcile_all", "schedule": timedelta(hours=1)}
+CELERY_BEAT_SCHEDULE["stripe-event-sweep"] = {
+    "task": "billing.tasks.sweep_stripe_events",
+    "schedule": timedelta(seconds=60),
+}
 
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
@@ -143,6 +148,10 @@ DEFAULT_FROM_EMAIL = os.environ.get("UPLIFT_FROM_EMAIL", "Uplift <offers@uplift.
 
 # Stripe: api_base lets tests and the demo point the official library at a local emulator.
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# "stripe" (real API) or "localstripe" (the emulator's older dialect; see docs/billing.md).
+STRIPE_DIALECT = os.environ.get("STRIPE_DIALECT", "localstripe" if STRIPE_API_BASE else "stripe")
+# Fernet keys (comma-separated, newest first) encrypting workspaces' Stripe secrets at rest.
+UPLIFT_ENCRYPTION_KEYS = [k for k in os.environ.get("UPLIFT_ENCRYPTION_KEYS", "").split(",") if k]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

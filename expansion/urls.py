@@ -19,6 +19,7 @@ urlpatterns = [
     path("dashboard/", include(dashboard_patterns)),
     path("accounts/", include("accounts.urls")),
     path("", include("offers.urls")),
+    path("billing/", include("billing.urls")),
     path(
         "api/schema/",
         access.access(access.PUBLIC)(SpectacularAPIView.as_view()),

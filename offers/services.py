@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -13,7 +14,16 @@ from django.db.models import F
 from accounts.models import Contact, Workspace
 from billing.models import Plan, Subscription
 from billing.queries import current_subscription
-from billing.services import change_plan
+from billing.services import (
+    Attribution,
+    ChangeRequest,
+    change_plan,
+    open_upgrade_attempt,
+    perform_upgrade,
+    quote_change,
+    upgrade_already_applied,
+)
+from billing.stripe_gateway import Preview
 from offers import catalog, experiments, links, queries, rendering
 from offers.models import Assignment, Delivery, DeliveryEvent, Experiment, MessageTemplate, Offer, Variant
 from triggers.models import Opportunity, OpportunityStep, Rule
@@ -427,27 +437,136 @@ def resubscribe(*, contact_id: int) -> bool:
     return bool(Contact.objects.filter(pk=contact_id, unsubscribed_at__isnull=False).update(unsubscribed_at=None))
 
 
-def accept_upgrade(*, delivery_id: int, now: datetime) -> tuple[bool, Subscription | None]:
-    """Apply the offered plan change once; (False, None) when the link was already used."""
+@dataclass(frozen=True)
+class UpgradeOffer:
+    """What a delivery's link offers and, for Stripe-billed customers, the exact prorated price."""
+
+    opportunity: Opportunity
+    subscription: Subscription | None
+    change: ChangeRequest | None
+    proration_date: int
+    preview: Preview | None
+
+
+def _change_for(opportunity: Opportunity, subscription: Subscription | None) -> ChangeRequest | None:
+    target = opportunity.target_plan
+    if subscription is None or target is None:
+        return None
+    # A plan of another product line is added as a second item (add-on / cross-sell), else swapped in.
+    return ChangeRequest(
+        target_plan=target,
+        quantity=subscription.quantity if target.product == subscription.plan.product else 1,
+        add_on=target.product != subscription.plan.product,
+    )
+
+
+def _billed_by_stripe(subscription: Subscription | None, change: ChangeRequest | None) -> bool:
+    return bool(subscription and change and subscription.stripe_subscription_id and change.target_plan.stripe_price_id)
+
+
+def upgrade_offer(*, delivery_id: int, now: datetime) -> UpgradeOffer:
+    """The comparison and Stripe's proration preview at `now` (reads only; changes nothing anywhere)."""
+    delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
+    opportunity = Opportunity.objects.select_related("customer", "current_plan", "target_plan", "rule").get(
+        pk=delivery.step.opportunity_id
+    )
+    subscription = current_subscription(opportunity.customer)
+    change = _change_for(opportunity, subscription)
+    proration_date = int(now.timestamp())
+    preview = None
+    if subscription is not None and change is not None and _billed_by_stripe(subscription, change):
+        preview = quote_change(subscription=subscription, change=change, proration_date=proration_date)
+    return UpgradeOffer(
+        opportunity=opportunity,
+        subscription=subscription,
+        change=change,
+        proration_date=proration_date,
+        preview=preview,
+    )
+
+
+def _attribution(delivery_id: int) -> Attribution:
+    delivery = Delivery.objects.select_related("step__opportunity__rule").get(pk=delivery_id)
+    opportunity = delivery.step.opportunity
+    return Attribution(
+        opportunity_id=opportunity.pk,
+        offer_id=delivery.offer_id,
+        variant=delivery.variant,
+        trigger=opportunity.rule.kind,
+    )
+
+
+def upgrade_used(*, delivery_id: int) -> bool:
+    """Whether this delivery's upgrade link has already been used."""
+    delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
+    return (
+        delivery.status == Delivery.Status.ACCEPTED
+        or delivery.step.opportunity.status == Opportunity.Status.ACCEPTED
+        or upgrade_already_applied(delivery_id=delivery_id)
+    )
+
+
+def accept_upgrade(
+    *, delivery_id: int, proration_date: int, previewed_amount_cents: int, now: datetime
+) -> tuple[bool, Subscription | None]:
+    """Apply the offered change once (Stripe via billing, or locally); (False, None) when already used."""
+    attribution = _attribution(delivery_id)
+    delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
+    subscription = current_subscription(delivery.step.opportunity.customer)
+    change = _change_for(delivery.step.opportunity, subscription)
+    if subscription is not None and change is not None and _billed_by_stripe(subscription, change):
+        # Committed before anything else so the Stripe idempotency key survives a rollback below.
+        open_upgrade_attempt(
+            delivery_id=delivery_id,
+            subscription=subscription,
+            change=change,
+            proration_date=proration_date,
+            previewed_amount_cents=previewed_amount_cents,
+            attribution=attribution,
+            now=now,
+        )
     with transaction.atomic():
+        # The delivery row lock serialises double clicks; billing's UpgradeAttempt makes it once-only anyway.
         delivery = (
-            Delivery.objects.select_for_update(of=("self",)).select_related("step__opportunity").get(pk=delivery_id)
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("step__opportunity__rule")
+            .get(pk=delivery_id)
         )
         opportunity = delivery.step.opportunity
         if delivery.status == Delivery.Status.ACCEPTED or opportunity.status == Opportunity.Status.ACCEPTED:
             return False, None
         subscription = current_subscription(opportunity.customer)
-        if subscription is None or opportunity.target_plan is None:
+        change = _change_for(opportunity, subscription)
+        if subscription is None or change is None:
             return False, None
-        try:
-            change_plan(subscription=subscription, plan=opportunity.target_plan, now=now)
-        except IntegrityError:
-            return False, None
+        if _billed_by_stripe(subscription, change):
+            result = perform_upgrade(
+                delivery_id=delivery.pk,
+                subscription=subscription,
+                change=change,
+                proration_date=proration_date,
+                previewed_amount_cents=previewed_amount_cents,
+                attribution=attribution,
+                now=now,
+            )
+            if not result.applied:
+                return False, None
+        else:
+            try:
+                change_plan(subscription=subscription, plan=change.target_plan, now=now)
+            except IntegrityError:
+                return False, None
         delivery.status = Delivery.Status.ACCEPTED
-        delivery.save(update_fields=["status"])
+        if delivery.clicked_at is None:
+            delivery.clicked_at = now  # accepting through the link is also its click
+        delivery.save(update_fields=["status", "clicked_at"])
+        record_event(delivery=delivery, kind=DeliveryEvent.Kind.CLICKED, now=now)
+        record_event(delivery=delivery, kind=DeliveryEvent.Kind.ACCEPTED, now=now)
         opportunity.status = Opportunity.Status.ACCEPTED
         opportunity.updated_at = now
         opportunity.save(update_fields=["status", "updated_at"])
+        record_step_outcome(step_id=delivery.step_id, outcome=OpportunityStep.Outcome.ACCEPTED, now=now)
+        subscription.refresh_from_db()
         return True, subscription
 
 
@@ -466,4 +585,12 @@ def unsent_emails(*, older_than: datetime) -> list[tuple[int, int]]:
         Delivery.all_workspaces.filter(step__channel=OpportunityStep.Channel.EMAIL, created_at__lt=older_than)
         .filter(status__in=(Delivery.Status.PENDING, Delivery.Status.SENDING))
         .values_list("workspace_id", "id")[:1000]
+    )
+
+
+def upgrade_offer_opportunity(*, delivery_id: int) -> Opportunity:
+    """The opportunity a delivery's link is about."""
+    delivery = Delivery.objects.select_related("step").get(pk=delivery_id)
+    return Opportunity.objects.select_related("customer", "current_plan", "target_plan").get(
+        pk=delivery.step.opportunity_id
     )

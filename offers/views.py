@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -9,14 +12,54 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import access
 from accounts.tenancy import tenant_scope
-from billing.queries import current_subscription
+from billing.stripe_gateway import StripeUnavailable
 from offers import links, services
 from offers.models import Delivery
-from triggers.models import Opportunity
+
+QUOTE_SALT = "uplift.offers.upgrade-quote"
+# How long the price shown on the page can be accepted; after that the page shows a fresh preview.
+QUOTE_MAX_AGE = timedelta(minutes=30)
 
 
 def _link_error(request: HttpRequest, title: str, message: str, status: int) -> HttpResponse:
     return render(request, "offers/link_error.html", {"title": title, "message": message}, status=status)
+
+
+def _already_used(request: HttpRequest) -> HttpResponse:
+    return _link_error(
+        request, "This upgrade link was already used", "The upgrade has already been applied. Enjoy!", 409
+    )
+
+
+def _quote_token(delivery_id: int, proration_date: int, amount_cents: int) -> str:
+    # Signed so the proration date and price the customer saw cannot be edited in the form.
+    return signing.dumps({"d": delivery_id, "p": proration_date, "a": amount_cents}, salt=QUOTE_SALT)
+
+
+def _read_quote(token: str, delivery_id: int) -> tuple[int, int] | None:
+    try:
+        data = signing.loads(token, salt=QUOTE_SALT, max_age=QUOTE_MAX_AGE)
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("d") != delivery_id:
+        return None
+    return int(data["p"]), int(data["a"])
+
+
+def _page(request: HttpRequest, token: str, delivery_id: int, status: int = 200, notice: str = "") -> HttpResponse:
+    offer = services.upgrade_offer(delivery_id=delivery_id, now=timezone.now())
+    amount = offer.preview.amount_due_cents if offer.preview else offer.opportunity.estimated_uplift_cents
+    context = {
+        "opportunity": offer.opportunity,
+        "subscription": offer.subscription,
+        "change": offer.change,
+        "preview": offer.preview,
+        "token": token,
+        "quote": _quote_token(delivery_id, offer.proration_date, amount),
+        "proration_date": datetime.fromtimestamp(offer.proration_date, tz=UTC),
+        "notice": notice,
+    }
+    return render(request, "offers/upgrade.html", context, status=status)
 
 
 @access.access(access.SIGNED_LINK)
@@ -29,23 +72,40 @@ def upgrade(request: HttpRequest, token: str) -> HttpResponse:
     except links.LinkInvalid:
         return _link_error(request, "This link is not valid", "Please use the link exactly as we sent it.", 404)
     # The signed token is the credential; it names the delivery, whose workspace scopes the rest.
-    delivery = Delivery.all_workspaces.select_related("step").filter(pk=delivery_id).first()
+    delivery = Delivery.all_workspaces.filter(pk=delivery_id).first()
     if delivery is None:
         return _link_error(request, "This link is not valid", "Please use the link exactly as we sent it.", 404)
     with tenant_scope(delivery.workspace_id):
-        opportunity = Opportunity.objects.select_related("customer", "current_plan", "target_plan").get(
-            pk=delivery.step.opportunity_id
-        )
-        if opportunity.status == Opportunity.Status.ACCEPTED:
-            return _link_error(request, "Already upgraded", "This upgrade has already been applied. Enjoy!", 409)
-        if request.method == "POST":
-            applied, _subscription = services.accept_upgrade(delivery_id=delivery.pk, now=timezone.now())
-            if not applied:
-                return _link_error(request, "Already upgraded", "This upgrade has already been applied.", 409)
-            return render(request, "offers/upgrade_done.html", {"opportunity": opportunity})
-        subscription = current_subscription(opportunity.customer)
+        if services.upgrade_used(delivery_id=delivery.pk):
+            return _already_used(request)
+        if request.method == "HEAD":
+            # Link checkers probe with HEAD: answer without even asking Stripe for a preview.
+            return HttpResponse(content_type="text/html; charset=utf-8")
+        if request.method == "GET":
+            return _page(request, token, delivery.pk)
+        quote = _read_quote(request.POST.get("quote", ""), delivery.pk)
+        if quote is None:
+            return _page(
+                request, token, delivery.pk, status=409, notice="The price was refreshed; please confirm again."
+            )
+        proration_date, amount = quote
+        try:
+            applied, subscription = services.accept_upgrade(
+                delivery_id=delivery.pk,
+                proration_date=proration_date,
+                previewed_amount_cents=amount,
+                now=timezone.now(),
+            )
+        except StripeUnavailable:
+            # Retrying is safe: the same UpgradeAttempt (and idempotency key) is used again.
+            return _link_error(
+                request, "We could not reach the payment provider", "Nothing changed yet. Please try again.", 502
+            )
+        if not applied:
+            return _already_used(request)
+        offer_opportunity = services.upgrade_offer_opportunity(delivery_id=delivery.pk)
         return render(
             request,
-            "offers/upgrade.html",
-            {"opportunity": opportunity, "subscription": subscription, "token": token},
+            "offers/upgrade_done.html",
+            {"opportunity": offer_opportunity, "subscription": subscription, "amount_cents": amount},
         )

@@ -1,0 +1,293 @@
+"""Every call to Stripe. The only module that imports `stripe`.
+
+One code path serves real Stripe and localstripe (the emulator the tests run against). The
+emulator predates the Prices API and `proration_behavior`; the few places where it speaks an
+older dialect are the `_localstripe()` branches below, each documented in docs/billing.md.
+Everything returned to callers is plain dicts/dataclasses so nothing else depends on `stripe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from django.conf import settings
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+class StripeUnavailable(Exception):
+    """Stripe could not be reached or answered with an error."""
+
+
+class InvalidWebhook(Exception):
+    """Bad signature, stale timestamp or a body that is not an event."""
+
+
+def _localstripe() -> bool:
+    return settings.STRIPE_DIALECT == "localstripe"
+
+
+def _client(secret_key: str) -> stripe.StripeClient:
+    # A client per call: each workspace has its own key, and there is no global state to race on.
+    base = settings.STRIPE_API_BASE or None
+    return stripe.StripeClient(secret_key, base_addresses={"api": base} if base else {}, max_network_retries=2)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def item_price_ref(price_id: str) -> dict[str, str]:
+    """How a subscription item names its price: `price` on Stripe, `plan` in localstripe's dialect."""
+    return {"plan": price_id} if _localstripe() else {"price": price_id}
+
+
+def item_price_id(item: dict[str, Any]) -> str:
+    """The price id of a subscription item object from either dialect."""
+    price = item.get("price") or item.get("plan") or {}
+    return str(price["id"] if isinstance(price, dict) else price)
+
+
+def change_params(
+    *,
+    items: list[dict[str, Any]],
+    proration_date: int,
+    coupon_id: str = "",
+    preview: bool = False,
+    trial_end: int | None = None,
+) -> dict[str, Any]:
+    """Parameters of a prorated subscription change; `preview` gives those of Invoice.create_preview."""
+    if trial_end is not None:
+        # A trial of the higher plan: nothing is charged until it ends, so nothing is prorated.
+        if _localstripe():
+            return {"items": items, "trial_end": trial_end, "prorate": False}
+        return {"items": items, "trial_end": trial_end, "proration_behavior": "none"}
+    if _localstripe():
+        # localstripe knows only the legacy `prorate` flag (500 on proration_behavior) and 500s on
+        # a coupon in Subscription.modify; it creates pending proration items like Stripe's default.
+        if preview:
+            return {"items": items, "proration_date": proration_date}
+        return {"items": items, "prorate": True, "proration_date": proration_date}
+    params: dict[str, Any] = {
+        "items": items,
+        "proration_date": proration_date,
+        # Charge the prorated difference now, so the preview's amount_due is what the card is charged.
+        "proration_behavior": "always_invoice",
+    }
+    if coupon_id and not preview:
+        params["discounts"] = [{"coupon": coupon_id}]
+    return params
+
+
+@dataclass(frozen=True)
+class Preview:
+    amount_due_cents: int
+    proration_cents: int
+    currency: str
+
+
+def preview_change(
+    *,
+    secret_key: str,
+    customer_id: str,
+    subscription_id: str,
+    items: list[dict[str, Any]],
+    proration_date: int,
+    coupon_id: str = "",
+) -> Preview:
+    """Stripe's invoice preview of a subscription change at `proration_date`."""
+    details = change_params(items=items, proration_date=proration_date, coupon_id=coupon_id, preview=True)
+    params: dict[str, Any] = {"customer": customer_id, "subscription": subscription_id, "subscription_details": details}
+    if coupon_id and not _localstripe():
+        params["discounts"] = [{"coupon": coupon_id}]
+    try:
+        invoice = _plain(_client(secret_key).v1.invoices.create_preview(params=params))  # type: ignore[arg-type]
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    lines = invoice.get("lines", {}).get("data", [])
+    return Preview(
+        amount_due_cents=int(invoice["amount_due"]),
+        proration_cents=sum(int(line["amount"]) for line in lines if line.get("proration")),
+        currency=str(invoice.get("currency") or "usd"),
+    )
+
+
+def upcoming_amount_due(*, secret_key: str, customer_id: str, subscription_id: str) -> int:
+    """What the subscription's next invoice will charge as things stand (pending prorations included)."""
+    params: dict[str, Any] = {"customer": customer_id, "subscription": subscription_id}
+    invoice = _plain(_client(secret_key).v1.invoices.create_preview(params=params))  # type: ignore[arg-type]
+    return int(invoice["amount_due"])
+
+
+def modify_subscription(
+    *,
+    secret_key: str,
+    subscription_id: str,
+    items: list[dict[str, Any]],
+    proration_date: int,
+    coupon_id: str,
+    idempotency_key: str,
+) -> dict[str, Any]:
+    """Apply a prorated change; a replay with the same idempotency key returns the same result."""
+    params = change_params(items=items, proration_date=proration_date, coupon_id=coupon_id)
+    if _localstripe() and len(items) == 1 and "id" not in items[0]:
+        # localstripe's Subscription.modify handles exactly one item (500 otherwise): an added item
+        # (add-on) goes through SubscriptionItem.create, which takes no proration parameters.
+        try:
+            _client(secret_key).v1.subscription_items.create(
+                params={"subscription": subscription_id, **items[0]},  # type: ignore[typeddict-item]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(str(exc)) from exc
+        data = retrieve_subscription(secret_key=secret_key, subscription_id=subscription_id)
+        assert data is not None
+        return data
+    try:
+        result = _client(secret_key).v1.subscriptions.update(
+            subscription_id,
+            params=params,  # type: ignore[arg-type]
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    return _plain(result)
+
+
+def retrieve_subscription(*, secret_key: str, subscription_id: str) -> dict[str, Any] | None:
+    """The subscription as Stripe has it now; None when Stripe no longer knows it."""
+    try:
+        return _plain(_client(secret_key).v1.subscriptions.retrieve(subscription_id))
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise StripeUnavailable(str(exc)) from exc
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+
+
+def retrieve_customer(*, secret_key: str, customer_id: str) -> dict[str, Any]:
+    try:
+        return _plain(_client(secret_key).v1.customers.retrieve(customer_id))
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+
+
+def retrieve_invoice(*, secret_key: str, invoice_id: str) -> dict[str, Any]:
+    try:
+        return _plain(_client(secret_key).v1.invoices.retrieve(invoice_id))
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class PriceInfo:
+    id: str
+    product_id: str
+    product_name: str
+    amount_cents: int
+    interval: str
+    interval_count: int
+    nickname: str
+
+
+def _price_info(obj: dict[str, Any], product_names: dict[str, str]) -> PriceInfo:
+    if "unit_amount" in obj:  # a Price
+        recurring = obj.get("recurring") or {}
+        interval, count, amount = (
+            recurring.get("interval", "month"),
+            recurring.get("interval_count", 1),
+            obj["unit_amount"],
+        )
+    else:  # a Plan (localstripe, or legacy Stripe accounts)
+        interval, count, amount = obj["interval"], obj.get("interval_count", 1), obj["amount"]
+    product = obj["product"]
+    product_id = product["id"] if isinstance(product, dict) else str(product)
+    return PriceInfo(
+        id=str(obj["id"]),
+        product_id=product_id,
+        product_name=product_names.get(product_id, product_id),
+        amount_cents=int(amount or 0),
+        interval=str(interval),
+        interval_count=int(count or 1),
+        nickname=str(obj.get("nickname") or ""),
+    )
+
+
+def create_first_month_coupon(*, secret_key: str, percent_off: int, idempotency_key: str) -> str:
+    """A coupon for the offer's discount on the first month only (duration "once"); returns its id.
+
+    Its id derives from our key, so a second call finds the first one's coupon (localstripe ignores
+    idempotency keys here and answers 409; Stripe answers 400 resource_already_exists).
+    """
+    coupon_id = f"uplift-{idempotency_key}"
+    client = _client(secret_key)
+    try:
+        client.v1.coupons.create(
+            params={"id": coupon_id, "percent_off": float(percent_off), "duration": "once"},
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        if exc.http_status not in (400, 409):
+            raise StripeUnavailable(str(exc)) from exc
+        try:
+            client.v1.coupons.retrieve(coupon_id)
+        except stripe.StripeError as missing:
+            raise StripeUnavailable(str(exc)) from missing
+    return coupon_id
+
+
+def iter_products(*, secret_key: str) -> Iterator[dict[str, Any]]:
+    for product in _client(secret_key).v1.products.list(params={"limit": 100}).auto_paging_iter():
+        yield _plain(product)
+
+
+def iter_prices(*, secret_key: str, product_names: dict[str, str]) -> Iterator[PriceInfo]:
+    """Recurring prices (Plans in localstripe, which has no /v1/prices)."""
+    client = _client(secret_key)
+    listing = (
+        client.v1.plans.list(params={"limit": 100})
+        if _localstripe()
+        else client.v1.prices.list(params={"limit": 100, "type": "recurring"})
+    )
+    for obj in listing.auto_paging_iter():
+        yield _price_info(_plain(obj), product_names)
+
+
+def retrieve_price(*, secret_key: str, price_id: str) -> PriceInfo:
+    client = _client(secret_key)
+    obj = client.v1.plans.retrieve(price_id) if _localstripe() else client.v1.prices.retrieve(price_id)
+    return _price_info(_plain(obj), {})
+
+
+def iter_customers(*, secret_key: str, starting_after: str = "") -> Iterator[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": 100}
+    if starting_after:
+        params["starting_after"] = starting_after
+    for customer in _client(secret_key).v1.customers.list(params=params).auto_paging_iter():  # type: ignore[arg-type]
+        yield _plain(customer)
+
+
+def iter_subscriptions(*, secret_key: str, starting_after: str = "") -> Iterator[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": 100, "status": "all"}
+    if starting_after:
+        params["starting_after"] = starting_after
+    for subscription in _client(secret_key).v1.subscriptions.list(params=params).auto_paging_iter():  # type: ignore[arg-type]
+        yield _plain(subscription)
+
+
+def verify_webhook(*, payload: bytes, signature_header: str, secret: str) -> dict[str, Any]:
+    """The event in a webhook body whose signature and timestamp check out; raises InvalidWebhook."""
+    try:
+        event = stripe.Webhook.construct_event(
+            payload.decode("utf-8"), signature_header, secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
+        )
+    except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError) as exc:
+        raise InvalidWebhook(str(exc)) from exc
+    data = _plain(event)
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+        raise InvalidWebhook("not an event")
+    return data
