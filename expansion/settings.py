@@ -179,3 +179,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("UPLIFT_LOG_LEVEL", "INFO")},
 }
+
+# Per write key, requests per second accepted by the ingestion API (429 + Retry-After above it).
+INGEST_RATE_LIMIT_PER_SECOND = int(os.environ.get("UPLIFT_INGEST_RATE_LIMIT", "2000"))

@@ -8,12 +8,15 @@ import json
 import zlib
 from typing import Any, ClassVar
 
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts import ratelimit
 from accounts.api_base import WriteKeyAPIView
 from accounts.api_errors import ApiError
 from triggers import segment
@@ -49,11 +52,49 @@ def read_json_body(request: Request) -> Any:
         raise ApiError(status_code=400, code="malformed_json", message=f"The body is not valid JSON: {exc}") from exc
 
 
+# Seconds a client should wait before retrying when the database is unavailable.
+DATABASE_RETRY_AFTER = 5
+
+
+class RetryLater(ApiError):
+    """A refusal the client should retry after `retry_after` seconds (429, 503)."""
+
+    def __init__(self, *, status_code: int, code: str, message: str, retry_after: int) -> None:
+        super().__init__(status_code=status_code, code=code, message=message)
+        self.retry_after = retry_after
+
+
 class _IngestView(WriteKeyAPIView):
     """Shared flow: validate, store durably, then acknowledge."""
 
     parser_classes = ()  # the body is read and size-checked by read_json_body
     call_type: ClassVar[str | None] = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        decision = ratelimit.hit(bucket=f"key:{request.auth.pk}", limit=settings.INGEST_RATE_LIMIT_PER_SECOND)
+        if not decision.allowed:
+            raise RetryLater(
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                code="rate_limited",
+                message=f"At most {decision.limit} requests per second per write key.",
+                retry_after=decision.retry_after,
+            )
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Covers the key lookup too: with the database down nothing can be acknowledged, and
+        # 503 + Retry-After makes Segment libraries keep the events and try again.
+        if isinstance(exc, OperationalError | InterfaceError):
+            exc = RetryLater(
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                code="unavailable",
+                message="Events cannot be stored right now; nothing was acknowledged. Retry later.",
+                retry_after=DATABASE_RETRY_AFTER,
+            )
+        response = super().handle_exception(exc)
+        if isinstance(exc, RetryLater):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
 
     def items(self, body: Any) -> list[Any]:
         return [body]
