@@ -50,6 +50,13 @@ def read_json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(status_code=400, code="malformed_json", message=f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(
+            status_code=400,
+            code="too_deep",
+            message=f"The body nests deeper than {segment.MAX_NESTING} levels.",
+            details=[{"index": 0, "field": "", "code": "too_deep"}],
+        ) from exc
 
 
 # Seconds a client should wait before retrying when the database is unavailable.
@@ -72,7 +79,7 @@ class _IngestView(WriteKeyAPIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        decision = ratelimit.hit(bucket=f"key:{request.auth.pk}", limit=settings.INGEST_RATE_LIMIT_PER_SECOND)
+        decision = ratelimit.hit(bucket=f"key:{request.auth.key_id}", limit=settings.INGEST_RATE_LIMIT_PER_SECOND)
         if not decision.allowed:
             raise RetryLater(
                 status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -106,6 +113,13 @@ class _IngestView(WriteKeyAPIView):
         validated = segment.validate_batch(items, now, default_type=self.call_type)
         errors = [error.as_dict() for error in validated.errors]
         if not validated.events:
+            if errors and all(error["code"] == "too_large" for error in errors):
+                raise ApiError(
+                    status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    code="event_too_large",
+                    message=f"An event may be at most {segment.MAX_EVENT_BYTES} bytes.",
+                    details=errors,
+                )
             raise ApiError(
                 status_code=400, code="invalid_events", message="No valid event in the request.", details=errors
             )
