@@ -43,6 +43,11 @@ class TcpProxy:
         """The database "goes down": listening stops (connection refused) and open connections are reset."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown() wakes the accept() blocked in the other thread; close() alone would not.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             for sock in self._sockets:
@@ -54,7 +59,8 @@ class TcpProxy:
             self._sockets.clear()
 
     def restore(self) -> None:
-        self.start()
+        if self._listener is None:
+            self.start()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -149,12 +155,14 @@ def live_ingest(django_db_setup: None, django_db_blocker: object) -> Iterator[Li
         if process.poll() is not None:
             raise AssertionError((ARTIFACTS / "ingest-gunicorn.log").read_text()[-4000:])
         try:
-            return requests.get(f"{url}/api/schema/", timeout=5).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{url}/healthz", timeout=10).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
             return False
 
-    wait_until(up, timeout=60, interval=0.2, what="gunicorn to serve")
-    yield LiveServer(url=url, proxy=proxy, process=process)
-    process.terminate()
-    process.wait(timeout=30)
-    proxy.cut()
+    try:
+        wait_until(up, timeout=90, interval=0.2, what="gunicorn to serve")
+        yield LiveServer(url=url, proxy=proxy, process=process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        proxy.cut()
