@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, Q, QuerySet
 
 from accounts.api_errors import ApiError
@@ -43,14 +43,18 @@ def _decode(cursor: str, count: int) -> list[Any]:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(status_code=400, code="invalid", message="cursor is invalid.", details=[{"field": "cursor"}]) from exc
+        raise ApiError(
+            status_code=400, code="invalid", message="cursor is invalid.", details=[{"field": "cursor"}]
+        ) from exc
     if not isinstance(values, list) or len(values) != count:
         raise ApiError(status_code=400, code="invalid", message="cursor is invalid.", details=[{"field": "cursor"}])
     return values
 
 
 def _encode(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, cls=DjangoJSONEncoder).encode()).decode().rstrip("=")
+    # Full isoformat: DjangoJSONEncoder would cut datetimes to milliseconds and skip rows.
+    plain = [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
 
 
 def keyset_page(queryset: QuerySet, *, ordering: tuple[str, ...], cursor: str | None, limit: int) -> Page:
@@ -59,7 +63,10 @@ def keyset_page(queryset: QuerySet, *, ordering: tuple[str, ...], cursor: str | 
     queryset = queryset.order_by(*ordering)
     if cursor:
         model = queryset.model
-        values = [model._meta.get_field(name).to_python(value) for name, value in zip(names, _decode(cursor, len(names)), strict=True)]
+        values = [
+            model._meta.get_field(name).to_python(value)
+            for name, value in zip(names, _decode(cursor, len(names)), strict=True)
+        ]
         after = Q()
         for i, field in enumerate(ordering):
             step = Q(**{f"{names[j]}": values[j] for j in range(i)})

@@ -105,7 +105,11 @@ def test_pathologically_deep_json_is_400_not_a_crash(tenant_a):
 def test_batch_that_is_not_a_list_is_400(tenant_a):
     response = post(tenant_a, "/v1/batch", {"batch": {"0": good()}})
     assert response.status_code == 400
-    assert response.json()["error"] == {"code": "invalid", "message": "batch must be a list.", "details": [{"field": "batch"}]}
+    assert response.json()["error"] == {
+        "code": "invalid",
+        "message": "batch must be a list.",
+        "details": [{"field": "batch"}],
+    }
     assert written(tenant_a) == NOTHING
 
 
@@ -141,7 +145,12 @@ def test_a_gzip_batch_within_limits_is_stored(tenant_a):
 def test_a_batch_stores_the_good_items_and_reports_each_bad_one(tenant_a):
     with tenant_scope(tenant_a.workspace):
         create_meter_definition(
-            workspace=tenant_a.workspace, key="exports", label="exports", event_name="Export Run", aggregation="count", reset="monthly"
+            workspace=tenant_a.workspace,
+            key="exports",
+            label="exports",
+            event_name="Export Run",
+            aggregation="count",
+            reset="monthly",
         )
     batch = [
         good("ok-1"),
@@ -194,7 +203,10 @@ def test_over_the_rate_limit_is_429_with_retry_after_and_writes_nothing(tenant_a
             break
     assert statuses.count(429) == 1 and statuses[-1] == 429 and len(statuses) >= 4
     assert refused["Retry-After"] == "1"
-    assert refused.json()["error"] == {"code": "rate_limited", "message": "At most 3 requests per second per write key."}
+    assert refused.json()["error"] == {
+        "code": "rate_limited",
+        "message": "At most 3 requests per second per write key.",
+    }
     with tenant_scope(tenant_a.workspace):
         assert sorted(Event.objects.values_list("message_id", flat=True)) == sorted(
             f"r{i}" for i in range(len(statuses) - 1)

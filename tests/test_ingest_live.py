@@ -141,7 +141,9 @@ def test_replaying_10000_events_three_times_concurrently_and_shuffled_stores_eac
         assert EventReceipt.objects.count() == 10_000
         assert Customer.objects.count() == 20 and Contact.objects.count() == 50
         period = datetime.now(UTC).strftime("%Y-%m")
-        assert sorted(Meter.objects.filter(key="api-calls", period=period).values_list("value", flat=True)) == [500] * 20
+        assert (
+            sorted(Meter.objects.filter(key="api-calls", period=period).values_list("value", flat=True)) == [500] * 20
+        )
         assert sum(Meter.objects.filter(key="rows").values_list("value", flat=True)) == 10_000
 
 

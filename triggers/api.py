@@ -11,14 +11,15 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import ratelimit
 from accounts.api_base import WriteKeyAPIView
 from accounts.api_errors import ApiError
+from accounts.models import ApiKey
 from triggers import segment
 from triggers.ingest import ingest
 from triggers.tasks import publish_evaluations
@@ -79,7 +80,9 @@ class _IngestView(WriteKeyAPIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        decision = ratelimit.hit(bucket=f"key:{request.auth.key_id}", limit=settings.INGEST_RATE_LIMIT_PER_SECOND)
+        api_key = request.auth
+        assert isinstance(api_key, ApiKey)
+        decision = ratelimit.hit(bucket=f"key:{api_key.key_id}", limit=settings.INGEST_RATE_LIMIT_PER_SECOND)
         if not decision.allowed:
             raise RetryLater(
                 status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -131,11 +134,82 @@ class _IngestView(WriteKeyAPIView):
         return Response(payload, status=status.HTTP_200_OK)
 
 
+_ITEM_ERROR = inline_serializer(
+    name="IngestItemError",
+    fields={
+        "index": serializers.IntegerField(help_text="Position of the item in the request (0 for single calls)."),
+        "field": serializers.CharField(help_text='The offending field, or "" for the whole item.'),
+        "code": serializers.CharField(
+            help_text="wrong_type, required, invalid, in_future, too_long, too_large, too_deep"
+        ),
+        "message": serializers.CharField(),
+    },
+)
+_ERROR = inline_serializer(
+    name="ApiErrorBody",
+    fields={
+        "error": inline_serializer(
+            name="ApiErrorDetail",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(required=False),
+            },
+        )
+    },
+)
+_STORED = inline_serializer(
+    name="IngestResult",
+    fields={
+        "success": serializers.BooleanField(),
+        "stored": serializers.IntegerField(help_text="New events stored by this request."),
+        "duplicates": serializers.IntegerField(
+            help_text="Events whose messageId was already stored (not counted again)."
+        ),
+        "errors": _ITEM_ERROR.__class__(many=True, required=False, help_text="Items refused; the others were stored."),
+    },
+)
+_CALL_FIELDS: dict[str, serializers.Field] = {
+    "type": serializers.ChoiceField(choices=segment.EVENT_TYPES, required=False),
+    "messageId": serializers.CharField(max_length=segment.MAX_MESSAGE_ID_LENGTH, help_text="Deduplication key."),
+    "userId": serializers.CharField(required=False),
+    "anonymousId": serializers.CharField(required=False),
+    "groupId": serializers.CharField(required=False, help_text="The customer company (group calls)."),
+    "event": serializers.CharField(required=False, help_text="Event name (track calls)."),
+    "name": serializers.CharField(required=False, help_text="Page name (page calls)."),
+    "properties": serializers.DictField(required=False),
+    "traits": serializers.DictField(required=False, help_text="e.g. plan, seats, mrr on group calls."),
+    "context": serializers.DictField(required=False, help_text="context.groupId attributes a call to a customer."),
+    "timestamp": serializers.DateTimeField(required=False),
+    "sentAt": serializers.DateTimeField(required=False),
+    "writeKey": serializers.CharField(required=False, help_text="Alternative to HTTP Basic."),
+}
+_CALL = inline_serializer(name="SegmentCall", fields=_CALL_FIELDS)
+_BATCH = inline_serializer(
+    name="SegmentBatch",
+    fields={
+        "batch": _CALL.__class__(many=True),
+        "sentAt": serializers.DateTimeField(required=False),
+        "writeKey": serializers.CharField(required=False),
+        "context": serializers.DictField(required=False),
+    },
+)
+_RESPONSES = {
+    200: OpenApiResponse(_STORED, description="Durably stored (or already stored)."),
+    400: OpenApiResponse(_ERROR, description="Malformed JSON or no valid item; details name each item and field."),
+    401: OpenApiResponse(_ERROR, description="Missing, invalid or revoked write key."),
+    413: OpenApiResponse(_ERROR, description="Request over 500 KB (after gzip) or the event over 32 KB."),
+    429: OpenApiResponse(_ERROR, description="Rate limited; see Retry-After."),
+    503: OpenApiResponse(_ERROR, description="Storage unavailable; nothing acknowledged. See Retry-After."),
+}
+
+
 def _track_like(call_type: str) -> type[_IngestView]:
     @extend_schema(
-        request={"application/json": {"type": "object"}},
-        responses={200: OpenApiResponse(description="Stored"), 400: OpenApiResponse(description="Invalid")},
+        request=_CALL,
+        responses=_RESPONSES,
         summary=f"Segment `{call_type}` call",
+        tags=["ingestion"],
     )
     class View(_IngestView):
         pass
@@ -155,11 +229,7 @@ PageView = _track_like("page")
 class BatchView(_IngestView):
     """Up to 500 KB of calls in `batch`; good items are stored, bad ones reported by index."""
 
-    @extend_schema(
-        request={"application/json": {"type": "object"}},
-        responses={200: OpenApiResponse(description="Stored"), 400: OpenApiResponse(description="Invalid")},
-        summary="Segment batch",
-    )
+    @extend_schema(request=_BATCH, responses=_RESPONSES, summary="Segment batch", tags=["ingestion"])
     def post(self, request: Request) -> Response:
         return super().post(request)
 

@@ -95,7 +95,9 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, i
     with_traits = sorted(key for key, traits in wanted.items() if traits)
     if with_traits:
         # Locked in a fixed order so two requests merging traits of the same customers cannot deadlock.
-        customers = list(Customer.objects.filter(external_id__in=with_traits).order_by("external_id").select_for_update())
+        customers = list(
+            Customer.objects.filter(external_id__in=with_traits).order_by("external_id").select_for_update()
+        )
         for customer in customers:
             traits = wanted[customer.external_id]
             customer.traits = {**customer.traits, **traits}
@@ -124,7 +126,7 @@ def _contacts(
                     change[name] = event.traits[name][:254]
     if not wanted:
         return {}
-    found = {
+    found: dict[str, tuple[int, int | None]] = {
         external_id: (pk, customer_id)
         for external_id, pk, customer_id in Contact.objects.filter(external_id__in=list(wanted)).values_list(
             "external_id", "id", "customer_id"
@@ -206,7 +208,9 @@ EVENT_COLUMNS = (
 )
 
 
-def _event_rows(workspace: Workspace, rows: list[tuple[ValidEvent, int | None, int | None]], now: datetime) -> list[tuple]:
+def _event_rows(
+    workspace: Workspace, rows: list[tuple[ValidEvent, int | None, int | None]], now: datetime
+) -> list[tuple]:
     return [
         (
             workspace.pk,

@@ -22,10 +22,10 @@ class MeterSerializer(serializers.ModelSerializer):
 
 
 class EventSerializer(serializers.ModelSerializer):
-    messageId = serializers.CharField(source="message_id")  # noqa: N815 -- Segment's field names
-    userId = serializers.CharField(source="user_id")  # noqa: N815
-    anonymousId = serializers.CharField(source="anonymous_id")  # noqa: N815
-    groupId = serializers.CharField(source="group_id")  # noqa: N815
+    messageId = serializers.CharField(source="message_id")
+    userId = serializers.CharField(source="user_id")
+    anonymousId = serializers.CharField(source="anonymous_id")
+    groupId = serializers.CharField(source="group_id")
 
     class Meta:
         model = Event
@@ -55,7 +55,9 @@ class MeterListView(KeysetListView):
             *PAGE_PARAMETERS,
             OpenApiParameter("customer", OpenApiTypes.STR, description="A groupId."),
             OpenApiParameter("key", OpenApiTypes.STR, description="A meter key."),
-            OpenApiParameter("period", OpenApiTypes.STR, description='"2026-11", or "all" for meters that never reset.'),
+            OpenApiParameter(
+                "period", OpenApiTypes.STR, description='"2026-11", or "all" for meters that never reset.'
+            ),
         ],
         responses=paginated("MeterList", MeterSerializer),
     )
