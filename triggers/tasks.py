@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import current_app, shared_task
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.tenancy import tenant_task
-from triggers import services
+from triggers import partitions, services
 
 # Deliveries live in the offers app, above this one; we address its task by name only.
 DELIVER_TASK = "offers.deliver_step"
@@ -48,3 +48,9 @@ def sweep_evaluation_outbox() -> int:
     for workspace_id, request_id in stale:
         evaluate_customer.delay(workspace_id, request_id)
     return len(stale)
+
+
+@shared_task(name="triggers.tasks.ensure_event_partitions")
+def ensure_event_partitions() -> int:
+    """Create the coming months' event partitions ahead of time (PostgreSQL; a no-op on SQLite)."""
+    return len(partitions.ensure_event_partitions(connection, now=timezone.now(), months_ahead=3))
