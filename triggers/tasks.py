@@ -15,12 +15,20 @@ from triggers import partitions, services
 DELIVER_TASK = "offers.deliver_step"
 
 
+# Evaluations published per task: a 500-event batch touching 500 customers costs 5 broker
+# round trips instead of 500 (publishing dominated the request time otherwise).
+EVALUATIONS_PER_TASK = 100
+
+
 def publish_evaluations(workspace_id: int, request_ids: list[int]) -> None:
     """Publish evaluation tasks once the current transaction commits (the outbox rows are the record)."""
 
     def publish() -> None:
-        for request_id in request_ids:
-            evaluate_customer.delay(workspace_id, request_id)
+        if len(request_ids) == 1:
+            evaluate_customer.delay(workspace_id, request_ids[0])
+            return
+        for start in range(0, len(request_ids), EVALUATIONS_PER_TASK):
+            evaluate_customers.delay(workspace_id, request_ids[start : start + EVALUATIONS_PER_TASK])
 
     transaction.on_commit(publish)
 
@@ -37,6 +45,15 @@ def evaluate_customer(workspace_id: int, request_id: int) -> list[int]:
     for step_id in due_steps:
         current_app.tasks[DELIVER_TASK].delay(workspace_id, step_id)
     return due_steps
+
+
+@shared_task(name="triggers.evaluate_customers", acks_late=True)
+def evaluate_customers(workspace_id: int, request_ids: list[int]) -> list[int]:
+    """Several outbox rows of one workspace in one task; each is claimed, so a redelivery is harmless."""
+    due: list[int] = []
+    for request_id in request_ids:
+        due += evaluate_customer(workspace_id, request_id)
+    return due
 
 
 @shared_task(name="triggers.tasks.sweep_evaluation_outbox")
