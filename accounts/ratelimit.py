@@ -11,7 +11,18 @@ import math
 import time
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
+
+
+def _redis_incr(backend: RedisCache, key: str, ttl: int) -> int:
+    """INCR and set the expiry in one round trip (MULTI/EXEC pipeline): atomic across processes."""
+    client = backend._cache.get_client(key, write=True)
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, ttl, nx=True)
+    count, _ = pipe.execute()
+    return int(count)
 
 
 @dataclass(frozen=True)
@@ -28,11 +39,16 @@ def hit(*, bucket: str, limit: int, window_seconds: int = 1, clock: float | None
     window = int(now // window_seconds)
     key = f"ratelimit:{bucket}:{window_seconds}:{window}"
     # The key outlives its window a little so a slow clock on another process cannot reopen it.
-    cache.add(key, 0, timeout=window_seconds * 2 + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr: this request opens the window
-        cache.add(key, 1, timeout=window_seconds * 2 + 1)
-        count = 1
+    ttl = window_seconds * 2 + 1
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        count = _redis_incr(backend, backend.make_and_validate_key(key), ttl)
+    else:
+        cache.add(key, 0, timeout=ttl)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr: this request opens the window
+            cache.add(key, 1, timeout=ttl)
+            count = 1
     retry_after = max(1, math.ceil((window + 1) * window_seconds - now))
     return Decision(allowed=count <= limit, limit=limit, remaining=max(0, limit - count), retry_after=retry_after)

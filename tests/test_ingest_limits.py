@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -211,3 +212,16 @@ def test_over_the_rate_limit_is_429_with_retry_after_and_writes_nothing(tenant_a
         assert sorted(Event.objects.values_list("message_id", flat=True)) == sorted(
             f"r{i}" for i in range(len(statuses) - 1)
         )
+
+
+def test_the_rate_limit_counts_atomically_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from accounts import ratelimit
+
+    clock = float(int(time.time()) + 1000)  # one fixed future window, shared by every thread
+    bucket = f"atomic-{time.time_ns()}"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        decisions = list(pool.map(lambda _: ratelimit.hit(bucket=bucket, limit=20, clock=clock), range(60)))
+    assert sum(d.allowed for d in decisions) == 20
+    assert {d.retry_after for d in decisions} == {1}
