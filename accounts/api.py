@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from accounts.api_base import WorkspaceAPIView
 from accounts.models import Contact, Customer
 from accounts.pagination import MAX_LIMIT, keyset_page, parse_limit
+from accounts.schema import SecretKeyScheme, WriteKeyScheme
 
 PAGE_PARAMETERS = [
     OpenApiParameter("limit", OpenApiTypes.INT, description=f"Rows per page, 1 to {MAX_LIMIT} (default 50)."),
@@ -108,3 +109,6 @@ class ContactListView(KeysetListView):
         if "customer" in request.query_params:
             queryset = queryset.filter(customer__external_id=request.query_params["customer"])
         return queryset
+
+
+__all__ = ["ContactListView", "CustomerListView", "KeysetListView", "SecretKeyScheme", "WriteKeyScheme"]
