@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database-url", default=DEFAULT_URL)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     args = parser.parse_args()
 
     prepare_database(args.database_url)
