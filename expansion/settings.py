@@ -80,7 +80,7 @@ TEMPLATES = [
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -129,6 +129,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 300}
 CELERY_BEAT_SCHEDULE = {
     "sweep-evaluation-outbox": {"task": "triggers.tasks.sweep_evaluation_outbox", "schedule": timedelta(seconds=30)},
     "sweep-pending-deliveries": {"task": "offers.tasks.sweep_pending_deliveries", "schedule": timedelta(seconds=60)},
+    "ensure-event-partitions": {"task": "triggers.tasks.ensure_event_partitions", "schedule": timedelta(hours=6)},
 }
 CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {"task": "billing.tasks.reconcile_all", "schedule": timedelta(hours=1)}
 CELERY_BEAT_SCHEDULE["stripe-event-sweep"] = {
@@ -188,3 +189,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("UPLIFT_LOG_LEVEL", "INFO")},
 }
+
+# Per write key, requests per second accepted by the ingestion API (429 + Retry-After above it).
+INGEST_RATE_LIMIT_PER_SECOND = int(os.environ.get("UPLIFT_INGEST_RATE_LIMIT", "2000"))

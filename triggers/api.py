@@ -8,14 +8,18 @@ import json
 import zlib
 from typing import Any, ClassVar
 
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts import ratelimit
 from accounts.api_base import WriteKeyAPIView
 from accounts.api_errors import ApiError
+from accounts.models import ApiKey
 from triggers import segment
 from triggers.ingest import ingest
 from triggers.tasks import publish_evaluations
@@ -47,6 +51,25 @@ def read_json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(status_code=400, code="malformed_json", message=f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(
+            status_code=400,
+            code="too_deep",
+            message=f"The body nests deeper than {segment.MAX_NESTING} levels.",
+            details=[{"index": 0, "field": "", "code": "too_deep"}],
+        ) from exc
+
+
+# Seconds a client should wait before retrying when the database is unavailable.
+DATABASE_RETRY_AFTER = 5
+
+
+class RetryLater(ApiError):
+    """A refusal the client should retry after `retry_after` seconds (429, 503)."""
+
+    def __init__(self, *, status_code: int, code: str, message: str, retry_after: int) -> None:
+        super().__init__(status_code=status_code, code=code, message=message)
+        self.retry_after = retry_after
 
 
 class _IngestView(WriteKeyAPIView):
@@ -54,6 +77,34 @@ class _IngestView(WriteKeyAPIView):
 
     parser_classes = ()  # the body is read and size-checked by read_json_body
     call_type: ClassVar[str | None] = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        api_key = request.auth
+        assert isinstance(api_key, ApiKey)
+        decision = ratelimit.hit(bucket=f"key:{api_key.key_id}", limit=settings.INGEST_RATE_LIMIT_PER_SECOND)
+        if not decision.allowed:
+            raise RetryLater(
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                code="rate_limited",
+                message=f"At most {decision.limit} requests per second per write key.",
+                retry_after=decision.retry_after,
+            )
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Covers the key lookup too: with the database down nothing can be acknowledged, and
+        # 503 + Retry-After makes Segment libraries keep the events and try again.
+        if isinstance(exc, OperationalError | InterfaceError):
+            exc = RetryLater(
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                code="unavailable",
+                message="Events cannot be stored right now; nothing was acknowledged. Retry later.",
+                retry_after=DATABASE_RETRY_AFTER,
+            )
+        response = super().handle_exception(exc)
+        if isinstance(exc, RetryLater):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
 
     def items(self, body: Any) -> list[Any]:
         return [body]
@@ -65,6 +116,13 @@ class _IngestView(WriteKeyAPIView):
         validated = segment.validate_batch(items, now, default_type=self.call_type)
         errors = [error.as_dict() for error in validated.errors]
         if not validated.events:
+            if errors and all(error["code"] == "too_large" for error in errors):
+                raise ApiError(
+                    status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    code="event_too_large",
+                    message=f"An event may be at most {segment.MAX_EVENT_BYTES} bytes.",
+                    details=errors,
+                )
             raise ApiError(
                 status_code=400, code="invalid_events", message="No valid event in the request.", details=errors
             )
@@ -76,11 +134,82 @@ class _IngestView(WriteKeyAPIView):
         return Response(payload, status=status.HTTP_200_OK)
 
 
+_ITEM_ERROR = inline_serializer(
+    name="IngestItemError",
+    fields={
+        "index": serializers.IntegerField(help_text="Position of the item in the request (0 for single calls)."),
+        "field": serializers.CharField(help_text='The offending field, or "" for the whole item.'),
+        "code": serializers.CharField(
+            help_text="wrong_type, required, invalid, in_future, too_long, too_large, too_deep"
+        ),
+        "message": serializers.CharField(),
+    },
+)
+_ERROR = inline_serializer(
+    name="ApiErrorBody",
+    fields={
+        "error": inline_serializer(
+            name="ApiErrorDetail",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(required=False),
+            },
+        )
+    },
+)
+_STORED = inline_serializer(
+    name="IngestResult",
+    fields={
+        "success": serializers.BooleanField(),
+        "stored": serializers.IntegerField(help_text="New events stored by this request."),
+        "duplicates": serializers.IntegerField(
+            help_text="Events whose messageId was already stored (not counted again)."
+        ),
+        "errors": _ITEM_ERROR.__class__(many=True, required=False, help_text="Items refused; the others were stored."),
+    },
+)
+_CALL_FIELDS: dict[str, serializers.Field] = {
+    "type": serializers.ChoiceField(choices=segment.EVENT_TYPES, required=False),
+    "messageId": serializers.CharField(max_length=segment.MAX_MESSAGE_ID_LENGTH, help_text="Deduplication key."),
+    "userId": serializers.CharField(required=False),
+    "anonymousId": serializers.CharField(required=False),
+    "groupId": serializers.CharField(required=False, help_text="The customer company (group calls)."),
+    "event": serializers.CharField(required=False, help_text="Event name (track calls)."),
+    "name": serializers.CharField(required=False, help_text="Page name (page calls)."),
+    "properties": serializers.DictField(required=False),
+    "traits": serializers.DictField(required=False, help_text="e.g. plan, seats, mrr on group calls."),
+    "context": serializers.DictField(required=False, help_text="context.groupId attributes a call to a customer."),
+    "timestamp": serializers.DateTimeField(required=False),
+    "sentAt": serializers.DateTimeField(required=False),
+    "writeKey": serializers.CharField(required=False, help_text="Alternative to HTTP Basic."),
+}
+_CALL = inline_serializer(name="SegmentCall", fields=_CALL_FIELDS)
+_BATCH = inline_serializer(
+    name="SegmentBatch",
+    fields={
+        "batch": _CALL.__class__(many=True),
+        "sentAt": serializers.DateTimeField(required=False),
+        "writeKey": serializers.CharField(required=False),
+        "context": serializers.DictField(required=False),
+    },
+)
+_RESPONSES = {
+    200: OpenApiResponse(_STORED, description="Durably stored (or already stored)."),
+    400: OpenApiResponse(_ERROR, description="Malformed JSON or no valid item; details name each item and field."),
+    401: OpenApiResponse(_ERROR, description="Missing, invalid or revoked write key."),
+    413: OpenApiResponse(_ERROR, description="Request over 500 KB (after gzip) or the event over 32 KB."),
+    429: OpenApiResponse(_ERROR, description="Rate limited; see Retry-After."),
+    503: OpenApiResponse(_ERROR, description="Storage unavailable; nothing acknowledged. See Retry-After."),
+}
+
+
 def _track_like(call_type: str) -> type[_IngestView]:
     @extend_schema(
-        request={"application/json": {"type": "object"}},
-        responses={200: OpenApiResponse(description="Stored"), 400: OpenApiResponse(description="Invalid")},
+        request=_CALL,
+        responses=_RESPONSES,
         summary=f"Segment `{call_type}` call",
+        tags=["ingestion"],
     )
     class View(_IngestView):
         pass
@@ -100,11 +229,7 @@ PageView = _track_like("page")
 class BatchView(_IngestView):
     """Up to 500 KB of calls in `batch`; good items are stored, bad ones reported by index."""
 
-    @extend_schema(
-        request={"application/json": {"type": "object"}},
-        responses={200: OpenApiResponse(description="Stored"), 400: OpenApiResponse(description="Invalid")},
-        summary="Segment batch",
-    )
+    @extend_schema(request=_BATCH, responses=_RESPONSES, summary="Segment batch", tags=["ingestion"])
     def post(self, request: Request) -> Response:
         return super().post(request)
 

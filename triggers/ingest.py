@@ -1,7 +1,13 @@
-"""Ingestion: validated Segment calls become stored events, meters and evaluation requests, atomically."""
+"""Ingestion: validated Segment calls become stored events, meters and evaluation requests, atomically.
+
+Set-based: a request costs a fixed number of statements whatever its size (dedupe keys, people,
+events, meters, outbox), each touching rows in a sorted order so concurrent requests with
+overlapping ids wait for each other instead of deadlocking.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -12,8 +18,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
-from accounts.services import upsert_contact, upsert_customer
-from triggers.models import EvaluationRequest, Event, Meter, MeterDefinition
+from triggers.models import EvaluationRequest, Event, EventReceipt, Meter, MeterDefinition
 from triggers.segment import ValidEvent
 
 
@@ -37,45 +42,177 @@ def _number(value: object) -> Decimal | None:
         return None
 
 
-def _resolve_people(workspace: Workspace, event: ValidEvent) -> tuple[Customer | None, Contact | None]:
-    """Create or update the customer and contact an event speaks about."""
-    customer = None
-    if event.group_id:
-        traits = event.traits if event.type == "group" else {}
-        customer = upsert_customer(
-            workspace=workspace, external_id=event.group_id, name=str(traits.get("name", "")), traits=traits
-        )
-    contact = None
-    if event.user_id:
-        traits = event.traits if event.type == "identify" else {}
-        contact = upsert_contact(
-            workspace=workspace,
-            external_id=event.user_id,
-            customer=customer,
-            email=str(traits.get("email", "")),
-            name=str(traits.get("name", "")),
-            traits=traits,
-        )
-        if customer is None and contact.customer_id is not None:
-            customer = contact.customer
-    return customer, contact
-
-
-def _insert_new_events(
-    workspace: Workspace, rows: list[tuple[ValidEvent, Customer | None, Contact | None]], now: datetime
-) -> set[str]:
-    """Insert events, skipping message ids already stored (also by a concurrent request); returns the new ids."""
-    if not rows:
+def _claim_message_ids(workspace: Workspace, events: list[ValidEvent], now: datetime) -> set[str]:
+    """Record each message id once; returns those not seen before (a concurrent writer of the same id waits)."""
+    if not events:
         return set()
-    table = Event._meta.db_table
-    columns = (
-        "workspace_id, message_id, type, event, user_id, anonymous_id, group_id, customer_id, contact_id, "
-        "properties, context, timestamp, received_at"
-    )
-    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
-    params: list[Any] = []
-    for event, customer, contact in rows:
-        params += [
+    table = EventReceipt._meta.db_table
+    ids = sorted(event.message_id for event in events)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} (workspace_id, message_id, received_at) "
+                "SELECT %s, m, %s FROM unnest(%s::varchar[]) AS m ORDER BY m "
+                "ON CONFLICT DO NOTHING RETURNING message_id",
+                [workspace.pk, now, ids],
+            )
+        else:
+            cursor.execute(
+                f"INSERT INTO {table} (workspace_id, message_id, received_at) VALUES "
+                + ", ".join(["(%s, %s, %s)"] * len(ids))
+                + " ON CONFLICT DO NOTHING RETURNING message_id",
+                [value for message_id in ids for value in (workspace.pk, message_id, now)],
+            )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, int]:
+    """Find or create every customer (groupId) the events name; group calls merge their traits."""
+    wanted: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.group_id:
+            traits = wanted.setdefault(event.group_id, {})
+            if event.type == "group":
+                traits.update(event.traits)
+    if not wanted:
+        return {}
+    found = dict(Customer.objects.filter(external_id__in=list(wanted)).values_list("external_id", "id"))
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        Customer.objects.bulk_create(
+            [
+                Customer(
+                    workspace=workspace,
+                    external_id=external_id,
+                    name=str(wanted[external_id].get("name", "")),
+                    traits=wanted[external_id],
+                )
+                for external_id in missing
+            ],
+            ignore_conflicts=True,
+        )
+    # Also for customers just created: a concurrent request may have created one first, without these traits.
+    with_traits = sorted(key for key, traits in wanted.items() if traits)
+    if with_traits:
+        # Locked in a fixed order so two requests merging traits of the same customers cannot deadlock.
+        customers = list(
+            Customer.objects.filter(external_id__in=with_traits).order_by("external_id").select_for_update()
+        )
+        for customer in customers:
+            traits = wanted[customer.external_id]
+            customer.traits = {**customer.traits, **traits}
+            customer.name = str(traits.get("name") or customer.name)
+        Customer.objects.bulk_update(customers, ["traits", "name"])
+    if missing:
+        found = dict(Customer.objects.filter(external_id__in=list(wanted)).values_list("external_id", "id"))
+    return found
+
+
+def _contacts(
+    workspace: Workspace, events: list[ValidEvent], customers: dict[str, int]
+) -> dict[str, tuple[int, int | None]]:
+    """Find or create every contact (userId); identify merges traits, a groupId links the contact. → id, customer id."""
+    wanted: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if not event.user_id:
+            continue
+        change = wanted.setdefault(event.user_id, {})
+        if event.group_id:
+            change["customer_id"] = customers[event.group_id]
+        if event.type == "identify" and event.traits:
+            change.setdefault("traits", {}).update(event.traits)
+            for name in ("email", "name"):
+                if isinstance(event.traits.get(name), str) and event.traits[name]:
+                    change[name] = event.traits[name][:254]
+    if not wanted:
+        return {}
+    found: dict[str, tuple[int, int | None]] = {
+        external_id: (pk, customer_id)
+        for external_id, pk, customer_id in Contact.objects.filter(external_id__in=list(wanted)).values_list(
+            "external_id", "id", "customer_id"
+        )
+    }
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        Contact.objects.bulk_create(
+            [
+                Contact(
+                    workspace=workspace,
+                    external_id=external_id,
+                    customer_id=wanted[external_id].get("customer_id"),
+                    email=wanted[external_id].get("email", ""),
+                    name=wanted[external_id].get("name", ""),
+                    traits=wanted[external_id].get("traits", {}),
+                )
+                for external_id in missing
+            ],
+            ignore_conflicts=True,
+        )
+
+        # Re-read: a concurrent request may have created some of them first, without these changes.
+        found = {
+            external_id: (pk, customer_id)
+            for external_id, pk, customer_id in Contact.objects.filter(external_id__in=list(wanted)).values_list(
+                "external_id", "id", "customer_id"
+            )
+        }
+
+    def needs_update(external_id: str) -> bool:
+        change = wanted[external_id]
+        return bool(change.get("traits") or change.get("email") or change.get("name")) or (
+            "customer_id" in change and change["customer_id"] != found[external_id][1]
+        )
+
+    to_update = sorted(key for key in wanted if needs_update(key))
+    if to_update:
+        contacts = list(Contact.objects.filter(external_id__in=to_update).order_by("external_id").select_for_update())
+        for contact in contacts:
+            change = wanted[contact.external_id]
+            contact.customer_id = change.get("customer_id", contact.customer_id)
+            contact.email = change.get("email") or contact.email
+            contact.name = change.get("name") or contact.name
+            contact.traits = {**contact.traits, **change.get("traits", {})}
+        Contact.objects.bulk_update(contacts, ["customer", "email", "name", "traits"])
+    if to_update:
+        found = {
+            external_id: (pk, customer_id)
+            for external_id, pk, customer_id in Contact.objects.filter(external_id__in=list(wanted)).values_list(
+                "external_id", "id", "customer_id"
+            )
+        }
+    return found
+
+
+def _copy_text(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+EVENT_COLUMNS = (
+    "workspace_id",
+    "message_id",
+    "type",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "group_id",
+    "customer_id",
+    "contact_id",
+    "properties",
+    "context",
+    "timestamp",
+    "received_at",
+)
+
+
+def _event_rows(
+    workspace: Workspace, rows: list[tuple[ValidEvent, int | None, int | None]], now: datetime
+) -> list[tuple]:
+    return [
+        (
             workspace.pk,
             event.message_id,
             event.type,
@@ -83,24 +220,37 @@ def _insert_new_events(
             event.user_id,
             event.anonymous_id,
             event.group_id,
-            customer.pk if customer else None,
-            contact.pk if contact else None,
+            customer_id,
+            contact_id,
             json.dumps({**event.properties, **({"traits": event.traits} if event.traits else {})}),
             json.dumps(event.context),
             event.timestamp,
             now,
-        ]
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES {placeholders} "
-        "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id"
-    )
+        )
+        for event, customer_id, contact_id in rows
+    ]
+
+
+def _insert_events(workspace: Workspace, rows: list[tuple[ValidEvent, int | None, int | None]], now: datetime) -> None:
+    """Store the new events: COPY on PostgreSQL (the fastest way in), a multi-row insert elsewhere."""
+    if not rows:
+        return
+    values = _event_rows(workspace, rows, now)
+    table = Event._meta.db_table
+    if connection.vendor == "postgresql":
+        buffer = io.StringIO("".join("\t".join(_copy_text(v) for v in row) + "\n" for row in values))
+        with connection.cursor() as cursor:
+            cursor.cursor.copy_expert(f"COPY {table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN", buffer)
+        return
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+        cursor.executemany(
+            f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})",
+            values,
+        )
 
 
 def _meter_deltas(
-    definitions: list[MeterDefinition], rows: list[tuple[ValidEvent, Customer | None, Contact | None]]
+    definitions: list[MeterDefinition], rows: list[tuple[ValidEvent, int | None, int | None]]
 ) -> tuple[dict[tuple[int, str, str], Decimal], dict[tuple[int, str, str], Decimal]]:
     """Per (customer, meter, period): the amount to add (count/sum) and the latest value to set (gauge)."""
     by_event: dict[str, list[MeterDefinition]] = defaultdict(list)
@@ -108,11 +258,11 @@ def _meter_deltas(
         by_event[definition.event_name].append(definition)
     increments: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
     gauges: dict[tuple[int, str, str], tuple[datetime, Decimal]] = {}
-    for event, customer, _contact in rows:
-        if customer is None or event.type != "track":
+    for event, customer_id, _contact_id in rows:
+        if customer_id is None or event.type != "track":
             continue
         for definition in by_event.get(event.event, []):
-            slot = (customer.pk, definition.key, _period(definition, event.timestamp))
+            slot = (customer_id, definition.key, _period(definition, event.timestamp))
             if definition.aggregation == MeterDefinition.Aggregation.COUNT:
                 increments[slot] += 1
                 continue
@@ -175,16 +325,19 @@ def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: dat
 def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:
     """Store new events once, update meters once per new event, and request evaluation; all or nothing."""
     with transaction.atomic():
-        already = set(
-            Event.objects.filter(message_id__in=[e.message_id for e in events]).values_list("message_id", flat=True)
-        )
-        candidates = [e for e in events if e.message_id not in already]
-        rows = [(event, *_resolve_people(workspace, event)) for event in candidates]
-        new_ids = _insert_new_events(workspace, rows, now)
-        new_rows = [row for row in rows if row[0].message_id in new_ids]
+        new_ids = _claim_message_ids(workspace, events, now)
+        new_events = [event for event in events if event.message_id in new_ids]
+        customers = _customer_ids(workspace, new_events)
+        contacts = _contacts(workspace, new_events, customers)
+        rows: list[tuple[ValidEvent, int | None, int | None]] = []
+        for event in new_events:
+            contact_id, linked_customer_id = contacts.get(event.user_id, (None, None))
+            customer_id = customers[event.group_id] if event.group_id else linked_customer_id
+            rows.append((event, customer_id, contact_id))
+        _insert_events(workspace, rows, now)
         definitions = list(MeterDefinition.objects.all())
-        increments, gauges = _meter_deltas(definitions, new_rows)
+        increments, gauges = _meter_deltas(definitions, rows)
         _apply_meters(workspace, increments, gauges, now)
-        touched = {customer.pk for _event, customer, _contact in new_rows if customer is not None}
+        touched = {customer_id for _event, customer_id, _contact in rows if customer_id is not None}
         request_ids = request_evaluation(workspace=workspace, customer_ids=touched, now=now)
     return IngestResult(stored=len(new_ids), duplicates=len(events) - len(new_ids), evaluation_request_ids=request_ids)

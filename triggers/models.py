@@ -10,8 +10,24 @@ from accounts.tenancy import TenantModel
 from billing.models import Plan
 
 
+class EventReceipt(TenantModel):
+    """The deduplication key of an event: a messageId seen once per workspace.
+
+    Its own table because the event table is partitioned by time, and PostgreSQL only enforces
+    uniqueness on a partitioned table when the key includes the partition key.
+    """
+
+    pk = models.CompositePrimaryKey("workspace_id", "message_id")
+    message_id = models.CharField(max_length=100)
+    received_at = models.DateTimeField()
+
+
 class Event(TenantModel):
-    """One Segment-shaped call (track, identify, group, page), stored once per messageId."""
+    """One Segment-shaped call (track, identify, group, page), stored once per messageId.
+
+    On PostgreSQL the table is range-partitioned by month of ``received_at`` (see
+    migration 0003 and ``triggers.partitions``); the primary key there is (id, received_at).
+    """
 
     message_id = models.CharField(max_length=100)
     type = models.CharField(max_length=16)
@@ -27,10 +43,9 @@ class Event(TenantModel):
     received_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["workspace", "message_id"], name="event_message_id_unique")]
         indexes = [
-            models.Index(fields=["workspace", "customer", "timestamp"]),
-            models.Index(fields=["workspace", "received_at"]),
+            models.Index(fields=["workspace", "customer", "timestamp"], name="event_customer_time"),
+            models.Index(fields=["workspace", "received_at", "id"], name="event_recent"),
         ]
 
 

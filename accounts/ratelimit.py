@@ -1,0 +1,54 @@
+"""Per-API-key rate limits: fixed one-second windows counted atomically in Redis.
+
+With REDIS_URL the Django cache is Redis, so ``add`` (SET NX) and ``incr`` (INCR) are atomic
+across every web process. Without it (the embedded demo) the cache is per-process memory,
+which still bounds one process, the only one there is in that mode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
+
+
+def _redis_incr(backend: RedisCache, key: str, ttl: int) -> int:
+    """INCR and set the expiry in one round trip (MULTI/EXEC pipeline): atomic across processes."""
+    client = backend._cache.get_client(key, write=True)
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, ttl, nx=True)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: int
+
+
+def hit(*, bucket: str, limit: int, window_seconds: int = 1, clock: float | None = None) -> Decision:
+    """Count one request against `bucket`; refused once more than `limit` arrive in the current window."""
+    now = time.time() if clock is None else clock
+    window = int(now // window_seconds)
+    key = f"ratelimit:{bucket}:{window_seconds}:{window}"
+    # The key outlives its window a little so a slow clock on another process cannot reopen it.
+    ttl = window_seconds * 2 + 1
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        count = _redis_incr(backend, backend.make_and_validate_key(key), ttl)
+    else:
+        cache.add(key, 0, timeout=ttl)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr: this request opens the window
+            cache.add(key, 1, timeout=ttl)
+            count = 1
+    retry_after = max(1, math.ceil((window + 1) * window_seconds - now))
+    return Decision(allowed=count <= limit, limit=limit, remaining=max(0, limit - count), retry_after=retry_after)

@@ -1,0 +1,165 @@
+"""Batch ingestion throughput: POST /v1/batch (500 events/request, dedupe, meters, outbox) behind gunicorn,
+beside the raw PostgreSQL COPY of the same rows, the ingest service without HTTP, and a naive baseline
+(one ORM save per event), all measured in the same run on the same machine.
+
+    .venv/bin/python bench/ingest_batch.py --events 50000 --clients 4 --workers 3
+
+Needs PostgreSQL and Redis (``--database-url``, default a separate ``uplift_ingest_bench`` database;
+``--redis-url``). Prints figures; asserts only correctness (every event stored once, meters exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from ingest_common import DEFAULT_URL, make_workspace, prepare_database, setup_django, start_gunicorn
+
+BATCH = 500
+
+
+def make_events(n: int, prefix: str) -> list[dict[str, Any]]:
+    now = datetime.now(UTC).isoformat()
+    return [
+        {
+            "type": "track",
+            "messageId": f"{prefix}-{i}",
+            "userId": f"user-{i % 5000}",
+            "event": "API Call",
+            "properties": {"rows": 3, "seats": i % 40, "endpoint": "/v2/export", "ok": True},
+            "context": {"groupId": f"company-{i % 1000}", "library": {"name": "bench", "version": "1"}},
+            "timestamp": now,
+        }
+        for i in range(n)
+    ]
+
+
+def bench_http(base: str, key: str, events: list[dict[str, Any]], clients: int) -> float:
+    bodies = [json.dumps({"batch": events[i : i + BATCH]}).encode() for i in range(0, len(events), BATCH)]
+    shares = [bodies[i::clients] for i in range(clients)]
+    failures: list[int] = []
+
+    def run(share: list[bytes]) -> None:
+        session = requests.Session()
+        session.auth = (key, "")
+        for body in share:
+            response = session.post(
+                f"{base}/v1/batch", data=body, headers={"Content-Type": "application/json"}, timeout=120
+            )
+            if response.status_code != 200 or response.json()["duplicates"] != 0:
+                failures.append(response.status_code)
+
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    assert not failures, failures
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--naive-events", type=int, default=2_000, help="the naive baseline is slow; fewer rows")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
+    args = parser.parse_args()
+
+    prepare_database(args.database_url)
+    setup_django(args.database_url, args.redis_url)
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from accounts.tenancy import tenant_scope
+    from triggers.ingest import EVENT_COLUMNS, _copy_text, _event_rows, ingest
+    from triggers.models import EvaluationRequest, Event, Meter
+    from triggers.segment import validate_batch
+
+    n = args.events
+    events = make_events(n, "http")
+    http_ws, http_key = make_workspace("http")
+    process, base = start_gunicorn(args.database_url, args.redis_url, args.workers, args.threads)
+    try:
+        _warm_ws, warm_key = make_workspace("warm")
+        bench_http(base, warm_key, make_events(2 * BATCH, "warm"), 2)
+        http_seconds = bench_http(base, http_key, events, args.clients)
+    finally:
+        process.terminate()
+        process.wait()
+    with tenant_scope(http_ws):
+        stored = Event.objects.count()
+        calls = Meter.objects.filter(key="api-calls").values_list("value", flat=True)
+        outbox = EvaluationRequest.objects.count()
+    assert stored == n, (stored, n)
+    assert sum(calls) == n and len(calls) == min(n, 1000), (sum(calls), len(calls))
+    assert outbox == min(n, 1000), outbox
+
+    # The same rows, validated in-process, fed to the ingest service directly (no HTTP, no JSON).
+    service_ws, _ = make_workspace("service")
+    now = timezone.now()
+    validated = [validate_batch(events[i : i + BATCH], now) for i in range(0, n, BATCH)]
+    with tenant_scope(service_ws):
+        start = time.perf_counter()
+        for chunk in validated:
+            ingest(workspace=service_ws, events=chunk.events, now=now)
+        service_seconds = time.perf_counter() - start
+        assert Event.objects.count() == n
+
+    # Raw COPY of the same event rows (no dedupe, no people, no meters): PostgreSQL's ceiling here.
+    copy_ws, _ = make_workspace("copy")
+    rows = [(event, None, None) for chunk in validated for event in chunk.events]
+    values = _event_rows(copy_ws, rows, now)
+    buffer = io.StringIO("".join("\t".join(_copy_text(v) for v in row) + "\n" for row in values))
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.cursor.copy_expert(f"COPY {Event._meta.db_table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN", buffer)
+    copy_seconds = time.perf_counter() - start
+
+    # Naive baseline: one ORM save (and commit) per event.
+    naive_ws, _ = make_workspace("naive")
+    naive_events = [event for chunk in validated for event in chunk.events][: args.naive_events]
+    start = time.perf_counter()
+    with tenant_scope(naive_ws):
+        for event in naive_events:
+            Event.objects.create(
+                workspace=naive_ws,
+                message_id=event.message_id,
+                type=event.type,
+                event=event.event,
+                user_id=event.user_id,
+                group_id=event.group_id,
+                properties=event.properties,
+                context=event.context,
+                timestamp=event.timestamp,
+                received_at=now,
+            )
+        naive_seconds = time.perf_counter() - start
+        naive_rows = Event.objects.count()
+    assert naive_rows == len(naive_events)
+
+    print(
+        f"ingest batch benchmark: {n} events, {BATCH}/request, {args.clients} clients, "
+        f"gunicorn {args.workers}x{args.threads}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    print(f"  POST /v1/batch (dedupe, people, meters, outbox) {n / http_seconds:>10,.0f} events/s")
+    print(f"  ingest() service, no HTTP                      {n / service_seconds:>10,.0f} events/s")
+    print(f"  raw COPY of the same rows                      {n / copy_seconds:>10,.0f} events/s")
+    print(f"  naive: one ORM save per event ({naive_rows} rows)    {naive_rows / naive_seconds:>10,.0f} events/s")
+    print(f"  checks: {stored} stored once, api-calls meters sum {sum(calls)}, {outbox} evaluations enqueued")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Shared set-up of the ingestion benchmarks: a bench database, a workspace with keys and meters, gunicorn."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/uplift_ingest_bench"
+
+
+def prepare_database(url: str) -> None:
+    """Create the bench database if missing and migrate it (never the lead's or the tests' database)."""
+    import psycopg2
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    if name in ("uplift", ""):
+        raise SystemExit("refusing to benchmark in the database named 'uplift'; pass a bench database URL")
+    admin = psycopg2.connect(url.replace(parsed.path, "/postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+def setup_django(url: str, redis_url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["REDIS_URL"] = redis_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "expansion.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def make_workspace(label: str):  # type: ignore[no-untyped-def]
+    """A fresh workspace with a write key and three meters fed by the bench's events."""
+    from accounts.services import issue_api_key, sign_up
+    from accounts.tenancy import tenant_scope
+    from triggers.models import MeterDefinition
+    from triggers.services import create_meter_definition
+
+    stamp = f"{label}-{time.time_ns()}"
+    _user, workspace = sign_up(
+        email=f"bench-{stamp}@bench.example",
+        password="correct horse battery",  # noqa: S106 -- a throwaway bench account
+        workspace_name=stamp,
+    )
+    with tenant_scope(workspace):
+        key = issue_api_key(workspace=workspace, kind="write", name="bench").plaintext
+        for meter_key, aggregation, prop, reset in (
+            ("api-calls", MeterDefinition.Aggregation.COUNT, "", MeterDefinition.Reset.MONTHLY),
+            ("rows", MeterDefinition.Aggregation.SUM, "rows", MeterDefinition.Reset.MONTHLY),
+            ("seats", MeterDefinition.Aggregation.GAUGE, "seats", MeterDefinition.Reset.NEVER),
+        ):
+            create_meter_definition(
+                workspace=workspace,
+                key=meter_key,
+                label=meter_key,
+                event_name="API Call",
+                aggregation=aggregation,
+                property_name=prop,
+                reset=reset,
+            )
+    return workspace, key
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(url: str, redis_url: str, workers: int, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    import requests
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url,
+        "UPLIFT_TASK_QUEUE": "ingest-bench",  # evaluation tasks are enqueued; no worker needs to consume them here
+        "UPLIFT_INGEST_RATE_LIMIT": "1000000",
+        "UPLIFT_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "expansion.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return process, base
+        except requests.RequestException:
+            time.sleep(0.2)
+    process.terminate()
+    raise SystemExit("gunicorn did not start")
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]

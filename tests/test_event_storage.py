@@ -1,0 +1,53 @@
+"""Event storage: month partitions on PostgreSQL, dedupe keys in their own table, created ahead by a task."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from accounts.tenancy import tenant_scope
+from triggers.models import Event, EventReceipt
+from triggers.partitions import ensure_event_partitions, month_start
+
+pytestmark = pytest.mark.django_db
+
+
+def partitions() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'triggers_event'::regclass"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_events_land_in_the_current_month_partition_and_indexes_start_with_the_workspace(tenant_a):
+    body = {"batch": [{"type": "track", "messageId": f"p{i}", "userId": "u1", "event": "X"} for i in range(3)]}
+    response = Client().post("/v1/batch", json.dumps(body), content_type="application/json", **tenant_a.basic())
+    assert response.status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT tableoid::regclass::text FROM triggers_event")
+        assert cursor.fetchall() == [(f"triggers_event_{timezone.now():%Y_%m}",)]
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'triggers_event' ORDER BY indexname"
+        )
+        indexes = dict(cursor.fetchall())
+    assert "(workspace_id, received_at, id)" in indexes["event_recent"]
+    assert '(workspace_id, customer_id, "timestamp")' in indexes["event_customer_time"]
+    with tenant_scope(tenant_a.workspace):
+        assert sorted(EventReceipt.objects.values_list("message_id", flat=True)) == ["p0", "p1", "p2"]
+        assert Event.objects.count() == 3
+
+
+def test_partitions_are_created_ahead_and_the_task_is_idempotent():
+    later = datetime(2031, 11, 15, tzinfo=UTC)
+    assert month_start(later.date(), 2).isoformat() == "2032-01-01"
+    ensure_event_partitions(connection, now=later, months_ahead=2)
+    ensure_event_partitions(connection, now=later, months_ahead=2)
+    assert {"triggers_event_2031_11", "triggers_event_2031_12", "triggers_event_2032_01"} <= partitions()
+    assert "triggers_event_default" in partitions()
