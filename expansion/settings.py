@@ -129,6 +129,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 300}
 CELERY_BEAT_SCHEDULE = {
     "sweep-evaluation-outbox": {"task": "triggers.tasks.sweep_evaluation_outbox", "schedule": timedelta(seconds=30)},
     "sweep-pending-deliveries": {"task": "offers.tasks.sweep_pending_deliveries", "schedule": timedelta(seconds=60)},
+    "sweep-trigger-rules": {"task": "triggers.tasks.sweep_rules", "schedule": timedelta(minutes=15)},
 }
 
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

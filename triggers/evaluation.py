@@ -138,7 +138,7 @@ def rule_signal(
         return Signal(text=f"{_plural(count, 'teammate')} added in {window_days} days")
     if kind in EVENT_KINDS:
         if count == 1:
-            return Signal(text=f"{event_name} ({window_days}-day window)")
+            return Signal(text=f"{event_name} in the last {window_days} days")
         return Signal(text=f"{count:,}× {event_name} in {window_days} days")
     return None
 

@@ -332,11 +332,15 @@ def _stage_rank(rungs: list[Stage], key: str) -> int:
     return -1
 
 
-def _hold(opportunity: Opportunity, *, reason: str, stage: Stage, now: datetime) -> None:
-    """Record why the opportunity stays quiet now; it is evaluated again by the next event or sweep."""
+def _hold(opportunity: Opportunity, *, reason: str, stage: Stage, now: datetime, messaged: bool) -> None:
+    """Record why the opportunity stays quiet now; it is evaluated again by the next event or sweep.
+
+    An opportunity whose earlier stage already went out keeps its status (open/offered): only
+    the further stage is held, and the reason says why.
+    """
     fields = ["suppressed_reason", "stage", "updated_at"]
     opportunity.suppressed_reason, opportunity.stage, opportunity.updated_at = reason[:255], stage.key, now
-    if opportunity.status == Opportunity.Status.OPEN:
+    if opportunity.status == Opportunity.Status.OPEN and not messaged:
         opportunity.status = Opportunity.Status.SUPPRESSED
         fields.append("status")
     opportunity.save(update_fields=fields)
@@ -449,7 +453,7 @@ def _decide(
             escalation=messaged_before,
         )  # fmt: skip
         if reason:
-            _hold(opportunity, reason=reason, stage=candidate.stage, now=now)
+            _hold(opportunity, reason=reason, stage=candidate.stage, now=now, messaged=messaged_before)
             continue
         for channel in candidate.stage.channels:
             step = _add_step(
@@ -459,8 +463,9 @@ def _decide(
                 due.append(step.pk)
         opportunity.stage, opportunity.updated_at = candidate.stage.key, now
         opportunity.signal = candidate.signal.text[:255]
+        opportunity.suppressed_reason = ""
         if opportunity.status == Opportunity.Status.SUPPRESSED:
-            opportunity.status, opportunity.suppressed_reason = Opportunity.Status.OPEN, ""
+            opportunity.status = Opportunity.Status.OPEN
         if not opportunity.steps.filter(status__in=_MESSAGED).exists():
             # Every channel of this stage is closed to the contact (opt-out, no address): say so.
             opportunity.status = Opportunity.Status.SUPPRESSED
@@ -589,3 +594,32 @@ def record_step_outcome(*, step_id: int, outcome: str, now: datetime) -> bool:
                 pk=step.opportunity_id, status__in=(Opportunity.Status.OPEN, Opportunity.Status.OFFERED)
             ).update(status=Opportunity.Status.DECLINED, updated_at=now)
         return True
+
+
+def sweep_batches(*, size: int) -> list[tuple[int, list[int]]]:
+    """(workspace id, customer ids) batches of every live-subscribed customer in workspaces with active rules.
+
+    Time-based signals (renewal coming, windows that close) and held opportunities (quiet hours,
+    caps, a support issue that closed) change without an event, so a periodic sweep revisits all.
+    """
+    workspaces = set(Rule.all_workspaces.filter(is_active=True).values_list("workspace_id", flat=True))
+    rows = (
+        Subscription.all_workspaces.filter(workspace_id__in=workspaces, status__in=LIVE_STATUSES)
+        .order_by("workspace_id", "customer_id")
+        .values_list("workspace_id", "customer_id")
+        .distinct()
+    )
+    batches: list[tuple[int, list[int]]] = []
+    for workspace_id, customer_id in rows.iterator(chunk_size=5000):
+        if not batches or batches[-1][0] != workspace_id or len(batches[-1][1]) >= size:
+            batches.append((workspace_id, []))
+        batches[-1][1].append(customer_id)
+    return batches
+
+
+def evaluate_customers(*, customer_ids: list[int], now: datetime) -> list[int]:
+    """Evaluate a batch of one workspace's customers (the sweep); returns the step ids now due."""
+    due: list[int] = []
+    for customer_id in customer_ids:
+        due += evaluate_customer(customer_id=customer_id, now=now)
+    return due

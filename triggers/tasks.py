@@ -48,3 +48,25 @@ def sweep_evaluation_outbox() -> int:
     for workspace_id, request_id in stale:
         evaluate_customer.delay(workspace_id, request_id)
     return len(stale)
+
+
+SWEEP_BATCH = 200
+
+
+@shared_task(name="triggers.evaluate_customers", acks_late=True)
+@tenant_task
+def evaluate_customers(workspace_id: int, customer_ids: list[int]) -> int:
+    """Evaluate a sweep batch; idempotent (stages, caps and opportunities are keyed in the database)."""
+    due_steps = services.evaluate_customers(customer_ids=customer_ids, now=timezone.now())
+    for step_id in due_steps:
+        current_app.tasks[DELIVER_TASK].delay(workspace_id, step_id)
+    return len(due_steps)
+
+
+@shared_task(name="triggers.tasks.sweep_rules")
+def sweep_rules() -> int:
+    """Periodic sweep: re-evaluate every subscribed customer (renewals, time windows, held offers)."""
+    batches = services.sweep_batches(size=SWEEP_BATCH)
+    for workspace_id, customer_ids in batches:
+        evaluate_customers.delay(workspace_id, customer_ids)
+    return sum(len(ids) for _ws, ids in batches)
