@@ -191,6 +191,8 @@ def test_dismissal_starts_a_cooldown_and_decline_ends_the_ladder(tenant_a) -> No
         assert opportunity.suppressed_reason == "cooldown: an offer was dismissed or declined on 2026-11-18"
         assert opportunity.status == "open"  # it was offered before; the hold is recorded, the status kept
         [email] = evaluate_customer(customer_id=customer.pk, now=NOW + timedelta(days=5, hours=2))
+        opportunity.refresh_from_db()
+        assert (opportunity.stage, opportunity.suppressed_reason) == ("90", "")
         assert record_step_outcome(step_id=email, outcome="declined", now=NOW + timedelta(days=6))
         opportunity.refresh_from_db()
         assert opportunity.status == "declined"
