@@ -27,7 +27,9 @@ def fire_everything(customer, at: datetime) -> None:  # type: ignore[no-untyped-
 
 def messaged_rules() -> list[str]:
     return sorted(
-        OpportunityStep.objects.filter(status="due").values_list("opportunity__rule__template_key", flat=True).distinct()
+        OpportunityStep.objects.filter(status="due")
+        .values_list("opportunity__rule__template_key", flat=True)
+        .distinct()
     )
 
 

@@ -80,7 +80,7 @@ ROWS = [
     Row("hitting_limits", meter(799), False),
     Row("hitting_limits", meter(1000), True, "100% of 1,000 subscribers", "growth", 2000, stage="100", channels=("in_app",)),
     # Using advanced features.
-    Row("advanced_features", events("Advanced Feature Used", 5), True, "5× Advanced Feature Used in 14 days", "growth", 2000),
+    Row("advanced_features", events("Advanced Feature Used", 5), True, "5 Advanced Feature Used events in 14 days", "growth", 2000),
     Row("advanced_features", events("Advanced Feature Used", 4), False),
     Row("advanced_features", events("Advanced Feature Used", 5, days_ago=15), False),
     # Growing team.
@@ -90,7 +90,7 @@ ROWS = [
     # Requesting features / feature request.
     Row("feature_request", events("Feature Requested", 1), True, "Feature Requested in the last 14 days", "growth", 2000),
     Row("feature_request", events("Feature Requested", 1, days_ago=20), False),
-    # High usage → commit to annual (annual at 12× monthly: no MRR uplift, a longer commitment).
+    # High usage → commit to annual (the annual price is discounted: no MRR uplift, a longer commitment).
     Row("high_usage_annual", meter(600), True, "600 subscribers this month", "starter_annual", 0, channels=("email",)),
     Row("high_usage_annual", meter(499), False),
     # Good timing: after first success (once per customer), business milestone, renewal coming.
@@ -101,13 +101,13 @@ ROWS = [
     Row("renewal_coming", renews_in(10), True, "renews in 10 days (2026-11-28)", "starter_annual", 0, period="r2026-11-28", channels=("email",)),
     Row("renewal_coming", renews_in(20), False),
     # Cross-sell table.
-    Row("project_chat_addon", events("Comment Posted", 20), True, "20× Comment Posted in 14 days", "chat", 900),
+    Row("project_chat_addon", events("Comment Posted", 20), True, "20 Comment Posted events in 14 days", "chat", 900),
     Row("project_chat_addon", events("Comment Posted", 19), False),
     Row("course_coaching", events("Course Completed", 1), True, "Course Completed in the last 14 days", "coaching", 20000),
     Row("course_coaching", owns("coaching"), False),  # already a coaching client
     Row("software_training", events("Onboarding Completed", 1), True, "Onboarding Completed in the last 14 days", "training", 4900),
     Row("software_training", nothing, False),
-    Row("product_bundle", events("Core Action Performed", 50, days_ago=2), True, "50× Core Action Performed in 30 days", "bundle", 7900),
+    Row("product_bundle", events("Core Action Performed", 50, days_ago=2), True, "50 Core Action Performed events in 30 days", "bundle", 7900),
     Row("product_bundle", events("Core Action Performed", 49), False),
 ]  # fmt: skip
 
@@ -119,7 +119,9 @@ def test_every_template_has_a_firing_and_a_quiet_row() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("row", ROWS, ids=[f"{r.template}-{'fires' if r.fires else 'quiet'}-{i}" for i, r in enumerate(ROWS)])
+@pytest.mark.parametrize(
+    "row", ROWS, ids=[f"{r.template}-{'fires' if r.fires else 'quiet'}-{i}" for i, r in enumerate(ROWS)]
+)
 def test_built_in_trigger(tenant_a, row: Row) -> None:  # type: ignore[no-untyped-def]
     with tenant_scope(tenant_a.workspace):
         catalog = engine_catalog(tenant_a.workspace)

@@ -99,7 +99,11 @@ def test_bad_timing_holds_the_offer_with_its_reason_until_it_clears(tenant_a, ro
         row.hold(customer, catalog)
         assert evaluate_customer(customer_id=customer.pk, now=NOW) == []
         opportunity = Opportunity.objects.get()
-        assert (opportunity.status, opportunity.suppressed_reason, opportunity.stage) == ("suppressed", row.reason, "90")
+        assert (opportunity.status, opportunity.suppressed_reason, opportunity.stage) == (
+            "suppressed",
+            row.reason,
+            "90",
+        )
         assert steps() == []
         assert evaluate_customer(customer_id=customer.pk, now=NOW + timedelta(minutes=1)) == []  # still held
 
@@ -211,6 +215,6 @@ def test_quiet_hours_in_the_contacts_time_zone(tenant_a) -> None:  # type: ignor
         set_meter(customer, 900, NOW)
         # 15:00 UTC is 00:00 in Tokyo: quiet.
         assert evaluate_customer(customer_id=customer.pk, now=NOW) == []
-        assert Opportunity.objects.get().suppressed_reason == "quiet hours (21:00–08:00 Asia/Tokyo)"
+        assert Opportunity.objects.get().suppressed_reason == "quiet hours (21:00-08:00 Asia/Tokyo)"
         # 23:30 UTC is 08:30 in Tokyo: the held offer goes out on the next evaluation (event or sweep).
         assert len(evaluate_customer(customer_id=customer.pk, now=NOW + timedelta(hours=8, minutes=30))) == 1

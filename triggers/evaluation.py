@@ -139,7 +139,7 @@ def rule_signal(
     if kind in EVENT_KINDS:
         if count == 1:
             return Signal(text=f"{event_name} in the last {window_days} days")
-        return Signal(text=f"{count:,}× {event_name} in {window_days} days")
+        return Signal(text=f"{count:,} {event_name} events in {window_days} days")
     return None
 
 

@@ -264,7 +264,8 @@ def _facts(
     ]
     last_purchase = (
         MrrMovement.objects.filter(
-            customer=customer, kind__in=(MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION)
+            customer=customer,
+            kind__in=(MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION),
         )
         .order_by("-occurred_at")
         .values_list("occurred_at", flat=True)
@@ -384,12 +385,22 @@ def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
             target = _offer_target(rule, subscription) if signal else None
             if signal is None or stage is None or target is None:
                 continue  # quiet, or nothing to offer (already on the top tier)
-            if rule.offer_type == Rule.OfferType.CROSS_SELL and Subscription.objects.filter(
-                customer=customer, plan__product=target.product, status__in=LIVE_STATUSES
-            ).exists():
+            if (
+                rule.offer_type == Rule.OfferType.CROSS_SELL
+                and Subscription.objects.filter(
+                    customer=customer, plan__product=target.product, status__in=LIVE_STATUSES
+                ).exists()
+            ):
                 continue  # already owns the cross-sold product
             candidates.append(
-                _Candidate(rule, signal, stage, _stage_rank(rungs, stage.key), target, _uplift_cents(rule, subscription, target))
+                _Candidate(
+                    rule,
+                    signal,
+                    stage,
+                    _stage_rank(rungs, stage.key),
+                    target,
+                    _uplift_cents(rule, subscription, target),
+                )
             )
         # When caps let only some offers through, the most valuable goes first.
         candidates.sort(key=lambda c: (-c.uplift, c.rule.pk))
@@ -443,7 +454,9 @@ def _decide(
             Opportunity.Status.OFFERED,
         ):
             continue  # accepted, declined or expired: this period's conversation is over
-        rungs = ladder(stages=rule.stages, threshold_percent=rule.threshold_percent, channels=rule.channels, kind=rule.kind)
+        rungs = ladder(
+            stages=rule.stages, threshold_percent=rule.threshold_percent, channels=rule.channels, kind=rule.kind
+        )
         stages_done = set(opportunity.steps.values_list("stage", flat=True))
         if any(_stage_rank(rungs, s) >= candidate.rank for s in stages_done):
             continue  # this stage (or a higher one) already happened: each stage once per period

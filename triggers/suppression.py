@@ -60,12 +60,13 @@ def bad_timing_reason(*, facts: TimingFacts, policy: Policy, now: datetime) -> s
     if facts.payment_failing:
         return "payment failure: subscription is past due"
     if facts.open_support_tickets:
-        return f"support issue open ({facts.open_support_tickets} ticket{'s' if facts.open_support_tickets > 1 else ''})"
+        tickets = facts.open_support_tickets
+        return f"support issue open ({tickets} ticket{'s' if tickets > 1 else ''})"
     if policy.first_value_event and not facts.has_first_value:
         return f'before first value: no "{policy.first_value_event}" yet'
-    if policy.recent_purchase_days and facts.last_purchase_at is not None:
-        if now - facts.last_purchase_at < timedelta(days=policy.recent_purchase_days):
-            return f"right after a purchase on {facts.last_purchase_at:%Y-%m-%d} (quiet for {policy.recent_purchase_days} days)"
+    days = policy.recent_purchase_days
+    if days and facts.last_purchase_at is not None and now - facts.last_purchase_at < timedelta(days=days):
+        return f"right after a purchase on {facts.last_purchase_at:%Y-%m-%d} (quiet for {days} days)"
     return ""
 
 
@@ -86,5 +87,5 @@ def quiet_hours_reason(*, time_zone: str, policy: Policy, now: datetime) -> str:
     hour = now.astimezone(zone(time_zone)).hour
     inside = start <= hour < end if start < end else (hour >= start or hour < end)
     if inside:
-        return f"quiet hours ({start:02d}:00–{end:02d}:00 {time_zone or 'UTC'})"
+        return f"quiet hours ({start:02d}:00-{end:02d}:00 {time_zone or 'UTC'})"
     return ""
