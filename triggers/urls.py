@@ -1,6 +1,6 @@
 from django.urls import path
 
-from triggers import api
+from triggers import api, rules_api, views
 
 api_urlpatterns = [
     path("v1/track", api.TrackView.as_view(), name="api-track"),
@@ -8,4 +8,17 @@ api_urlpatterns = [
     path("v1/group", api.GroupView.as_view(), name="api-group"),
     path("v1/page", api.PageView.as_view(), name="api-page"),
     path("v1/batch", api.BatchView.as_view(), name="api-batch"),
+    path("v1/rules", rules_api.RulesView.as_view(), name="api-rules"),
+    path("v1/rules/<int:rule_id>", rules_api.RuleView.as_view(), name="api-rule"),
+    path("v1/rule-templates", rules_api.RuleTemplatesView.as_view(), name="api-rule-templates"),
 ]
+
+page_urlpatterns = (
+    [
+        path("", views.rules_page, name="rules"),
+        path("new/", views.add_rule, name="add-rule"),
+        path("<int:rule_id>/toggle/", views.toggle_rule, name="toggle-rule"),
+        path("settings/", views.engine_settings, name="engine-settings"),
+    ],
+    "triggers",
+)
