@@ -95,3 +95,33 @@ def test_example_1_escalation_through_a_real_worker(worker, sink) -> None:  # ty
         ]
     prompts = api.get("/v1/prompts", {"userId": "bolt-u"}, **auth)
     assert prompts.status_code == 200 and len(prompts.json()["prompts"]) == 1
+
+
+def test_periodic_sweep_finds_a_renewal_without_any_event(worker, sink) -> None:  # type: ignore[no-untyped-def]
+    from accounts.services import upsert_contact, upsert_customer
+    from billing.models import Subscription
+    from triggers.tasks import sweep_rules
+
+    tenant = make_tenant("renewals")
+    with tenant_scope(tenant.workspace):
+        catalog = engine_catalog(tenant.workspace)
+        template_rule(tenant.workspace, catalog, "renewal_coming")
+        now = timezone.now()
+        for group, days in (("soon", 10), ("later", 20)):
+            customer = upsert_customer(workspace=tenant.workspace, external_id=group, name=group)
+            upsert_contact(workspace=tenant.workspace, external_id=f"{group}-u", customer=customer,
+                           email=f"ops@{group}.example")  # fmt: skip
+            start_subscription(customer=customer, plan=catalog.starter, now=now - timedelta(days=60))
+            Subscription.objects.filter(customer=customer).update(current_period_end=now + timedelta(days=days))
+    assert sweep_rules() >= 2  # the beat task: batches of every subscribed customer go to the workers
+    wait_until(lambda: steps_of(tenant.workspace.pk, "soon") == [("1", "email", "delivered")], timeout=45,
+               what="the renewal offer")  # fmt: skip
+    wait_until(lambda: sink.to("ops@soon.example"), timeout=45, what="the renewal email")
+    sweep_rules()  # the next sweep changes nothing
+    time.sleep(1.5)
+    assert steps_of(tenant.workspace.pk, "later") == []
+    assert steps_of(tenant.workspace.pk, "soon") == [("1", "email", "delivered")]
+    assert len(sink.to("ops@soon.example")) == 1
+    with tenant_scope(tenant.workspace):
+        opportunity = Opportunity.objects.get()
+        assert opportunity.target_plan == catalog.starter_annual and opportunity.signal.startswith("renews in 9 days")
