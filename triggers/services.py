@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 
 from accounts.models import Contact, Customer, Workspace
 from billing.models import MrrMovement, Plan, Subscription
-from billing.queries import LIVE_STATUSES, current_subscription, next_tier_plan
+from billing.queries import LIVE_STATUSES, current_subscription
 from triggers.caps import contact_cap_reason, customer_cap_reason
 from triggers.evaluation import (
     EVENT_KINDS,
@@ -224,13 +224,35 @@ _MESSAGED = (OpportunityStep.Status.DUE, OpportunityStep.Status.DELIVERED)
 _REJECTIONS = (OpportunityStep.Outcome.DISMISSED, OpportunityStep.Outcome.DECLINED)
 
 
+@dataclass(frozen=True)
+class WorkspaceContext:
+    """What every evaluation in a workspace shares; read once per task, not once per customer."""
+
+    rules: list[Rule]
+    policy: Policy
+    definitions: dict[str, MeterDefinition]
+    plans: list[Plan]
+
+
+def workspace_context(workspace_id: int) -> WorkspaceContext:
+    """Active rules, timing policy, meter definitions and the plan catalog of the current workspace."""
+    rules = list(Rule.objects.filter(is_active=True).select_related("target_plan").order_by("pk"))
+    meter_keys = {r.meter_key for r in rules if r.meter_key}
+    return WorkspaceContext(
+        rules=rules,
+        policy=policy_for(workspace_id),
+        definitions={d.key: d for d in MeterDefinition.objects.filter(key__in=meter_keys)},
+        plans=list(Plan.objects.order_by("tier", "amount_cents", "pk")),
+    )
+
+
 def _facts(
-    *, customer: Customer, subscription: Subscription, rules: list[Rule], policy: Policy, now: datetime
+    *, customer: Customer, subscription: Subscription, context: WorkspaceContext, now: datetime
 ) -> tuple[CustomerFacts, TimingFacts]:
     """Everything the rules and the bad-timing table need, in a handful of queries."""
+    rules, policy, definitions = context.rules, context.policy, context.definitions
     month = now.strftime("%Y-%m")
     meter_keys = {r.meter_key for r in rules if r.meter_key}
-    definitions = {d.key: d for d in MeterDefinition.objects.filter(key__in=meter_keys)}
     values: dict[str, Decimal] = {}
     for key, period, value in Meter.objects.filter(customer=customer, key__in=meter_keys).values_list(
         "key", "period", "value"
@@ -242,10 +264,11 @@ def _facts(
     counts: dict[int, int] = {}
     totals: dict[str, int] = {}
     event_aggregates: dict[str, Count] = {}
+    contact_aggregates: dict[str, Count] = {}
     for rule in rules:
         since = now - timedelta(days=rule.window_days)
         if rule.kind == Rule.Kind.TEAM_GROWTH and not rule.event_name:
-            counts[rule.pk] = Contact.objects.filter(customer=customer, created_at__gte=since).count()
+            contact_aggregates[f"r{rule.pk}"] = Count("pk", filter=Q(created_at__gte=since))
         elif rule.kind in EVENT_KINDS or rule.kind == Rule.Kind.TEAM_GROWTH:
             event_aggregates[f"r{rule.pk}"] = Count(
                 "pk", filter=Q(event=rule.event_name, timestamp__gte=since, timestamp__lte=now)
@@ -256,22 +279,27 @@ def _facts(
         names = {r.event_name for r in rules if r.event_name} | {policy.first_value_event}
         totals = Event.objects.filter(customer=customer, type="track", event__in=names).aggregate(**event_aggregates)
         counts.update({int(k[1:]): v for k, v in totals.items() if k.startswith("r")})
+    if contact_aggregates:
+        added = Contact.objects.filter(customer=customer).aggregate(**contact_aggregates)
+        counts.update({int(k[1:]): v for k, v in added.items()})
     tickets = [
         (name, str(ticket or ""), at)
         for name, ticket, at in Event.objects.filter(
             customer=customer, event__in=(policy.support_opened_event, policy.support_closed_event)
         ).values_list("event", "properties__ticket_id", "timestamp")
     ]
-    last_purchase = (
-        MrrMovement.objects.filter(
-            customer=customer,
-            kind__in=(MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION),
+    purchase_at: datetime | None = None
+    if policy.recent_purchase_days:  # only read the ledger when the policy asks about purchases
+        last_purchase = (
+            MrrMovement.objects.filter(
+                customer=customer,
+                kind__in=(MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION),
+            )
+            .order_by("-occurred_at")
+            .values_list("occurred_at", flat=True)
+            .first()
         )
-        .order_by("-occurred_at")
-        .values_list("occurred_at", flat=True)
-        .first()
-    )
-    purchase_at = max(filter(None, [last_purchase, subscription.started_at]))
+        purchase_at = max(filter(None, [last_purchase, subscription.started_at]))
     facts = CustomerFacts(
         meter_values=values,
         meter_labels={k: d.label for k, d in definitions.items()},
@@ -291,22 +319,22 @@ def _facts(
     return facts, timing
 
 
-def _offer_target(rule: Rule, subscription: Subscription) -> Plan | None:
-    """The plan the opportunity offers: explicit, the next tier, or the annual price of the same tier."""
+def _offer_target(rule: Rule, subscription: Subscription, plans: list[Plan]) -> Plan | None:
+    """The plan the opportunity offers: explicit, the next tier, or the annual price of the same tier.
+
+    `plans` is the catalog ordered by tier and price (billing.queries.next_tier_plan's order).
+    """
     plan = subscription.plan
     if rule.target_plan is not None:
         return rule.target_plan
+    same_product = [p for p in plans if p.product == plan.product]
     if rule.offer_type == Rule.OfferType.ANNUAL:
         if plan.interval != Plan.Interval.MONTH:
             return None
-        return (
-            Plan.objects.filter(product=plan.product, tier=plan.tier, interval=Plan.Interval.YEAR)
-            .order_by("amount_cents")
-            .first()
-        )
+        return next((p for p in same_product if p.tier == plan.tier and p.interval == Plan.Interval.YEAR), None)
     if rule.offer_type == Rule.OfferType.CROSS_SELL:
         return None
-    return next_tier_plan(plan)
+    return next((p for p in same_product if p.tier > plan.tier and p.interval == plan.interval), None)
 
 
 def _uplift_cents(rule: Rule, subscription: Subscription, target: Plan) -> int:
@@ -339,15 +367,18 @@ def _hold(opportunity: Opportunity, *, reason: str, stage: Stage, now: datetime,
     An opportunity whose earlier stage already went out keeps its status (open/offered): only
     the further stage is held, and the reason says why.
     """
+    status_change = opportunity.status == Opportunity.Status.OPEN and not messaged
+    if opportunity.suppressed_reason == reason[:255] and opportunity.stage == stage.key and not status_change:
+        return  # held for the same reason as at the last evaluation: nothing to write
     fields = ["suppressed_reason", "stage", "updated_at"]
     opportunity.suppressed_reason, opportunity.stage, opportunity.updated_at = reason[:255], stage.key, now
-    if opportunity.status == Opportunity.Status.OPEN and not messaged:
+    if status_change:
         opportunity.status = Opportunity.Status.SUPPRESSED
         fields.append("status")
     opportunity.save(update_fields=fields)
 
 
-def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
+def evaluate_customer(*, customer_id: int, now: datetime, context: WorkspaceContext | None = None) -> list[int]:
     """Evaluate every active rule for one customer; returns the ids of message steps now due.
 
     The customer row is locked for the whole evaluation, so concurrent workers evaluating the
@@ -356,16 +387,16 @@ def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
     """
     with transaction.atomic():
         customer = Customer.objects.select_for_update().get(pk=customer_id)
+        context = context or workspace_context(customer.workspace_id)
+        if not context.rules:
+            return []
         subscription = current_subscription(customer)
         if subscription is None:
             return []
-        rules = list(Rule.objects.filter(is_active=True).select_related("target_plan").order_by("pk"))
-        if not rules:
-            return []
-        policy = policy_for(customer.workspace_id)
-        facts, timing = _facts(customer=customer, subscription=subscription, rules=rules, policy=policy, now=now)
+        facts, timing = _facts(customer=customer, subscription=subscription, context=context, now=now)
+        owned_products: set[str] | None = None
         candidates: list[_Candidate] = []
-        for rule in rules:
+        for rule in context.rules:
             rungs = ladder(
                 stages=rule.stages, threshold_percent=rule.threshold_percent, channels=rule.channels, kind=rule.kind
             )
@@ -382,16 +413,18 @@ def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
                 first_stage_at=rungs[0].at,
             )
             stage = reached_stage(rungs, signal.level) if signal else None
-            target = _offer_target(rule, subscription) if signal else None
+            target = _offer_target(rule, subscription, context.plans) if signal else None
             if signal is None or stage is None or target is None:
                 continue  # quiet, or nothing to offer (already on the top tier)
-            if (
-                rule.offer_type == Rule.OfferType.CROSS_SELL
-                and Subscription.objects.filter(
-                    customer=customer, plan__product=target.product, status__in=LIVE_STATUSES
-                ).exists()
-            ):
-                continue  # already owns the cross-sold product
+            if rule.offer_type == Rule.OfferType.CROSS_SELL:
+                if owned_products is None:
+                    owned_products = set(
+                        Subscription.objects.filter(customer=customer, status__in=LIVE_STATUSES).values_list(
+                            "plan__product", flat=True
+                        )
+                    )
+                if target.product in owned_products:
+                    continue  # already owns the cross-sold product
             candidates.append(
                 _Candidate(
                     rule,
@@ -404,7 +437,7 @@ def evaluate_customer(*, customer_id: int, now: datetime) -> list[int]:
             )
         # When caps let only some offers through, the most valuable goes first.
         candidates.sort(key=lambda c: (-c.uplift, c.rule.pk))
-        return _decide(customer=customer, subscription=subscription, candidates=candidates, policy=policy,
+        return _decide(customer=customer, subscription=subscription, candidates=candidates, policy=context.policy,
                        timing=timing, facts=facts, now=now)  # fmt: skip
 
 
@@ -419,47 +452,60 @@ def _decide(
     now: datetime,
 ) -> list[int]:
     due: list[int] = []
-    contact = recipient(customer)
-    customer_reason = bad_timing_reason(facts=timing, policy=policy, now=now)
-    last_rejection = (
-        OpportunityStep.objects.filter(opportunity__customer=customer, outcome__in=_REJECTIONS)
-        .order_by("-outcome_at")
-        .values_list("outcome_at", flat=True)
-        .first()
-    )
-    customer_reason = customer_reason or cooldown_reason(last_rejection_at=last_rejection, policy=policy, now=now)
-    if contact is not None:
-        customer_reason = customer_reason or quiet_hours_reason(time_zone=contact.time_zone, policy=policy, now=now)
+    if not candidates:
+        return due
+    periods = {c.rule.pk: period_for(kind=c.rule.kind, now=now, renewal_at=facts.renewal_at) for c in candidates}
+    # Read this customer's opportunities and their stages once: a sweep mostly finds everything decided.
+    existing = {
+        (o.rule_id, o.period): o
+        for o in Opportunity.objects.filter(
+            customer=customer, rule_id__in=periods.keys(), period__in=set(periods.values())
+        )
+    }
+    stages_by_opportunity: dict[int, set[str]] = {}
+    for opportunity_id, stage in OpportunityStep.objects.filter(
+        opportunity_id__in=[o.pk for o in existing.values()]
+    ).values_list("opportunity_id", "stage"):
+        stages_by_opportunity.setdefault(opportunity_id, set()).add(stage)
+    timing_checked = False
+    contact: Contact | None = None
+    customer_reason = ""
     for candidate in candidates:
         rule = candidate.rule
-        period = period_for(kind=rule.kind, now=now, renewal_at=facts.renewal_at)
-        opportunity, _created = Opportunity.objects.get_or_create(
-            customer=customer,
-            rule=rule,
-            period=period,
-            defaults={
-                "workspace_id": customer.workspace_id,
-                "signal": candidate.signal.text[:255],
-                "stage": candidate.stage.key,
-                "current_plan": subscription.plan,
-                "target_plan": candidate.target,
-                "estimated_uplift_cents": candidate.uplift,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        if opportunity.status not in (
-            Opportunity.Status.OPEN,
-            Opportunity.Status.SUPPRESSED,
-            Opportunity.Status.OFFERED,
-        ):
-            continue  # accepted, declined or expired: this period's conversation is over
-        rungs = ladder(
-            stages=rule.stages, threshold_percent=rule.threshold_percent, channels=rule.channels, kind=rule.kind
-        )
-        stages_done = set(opportunity.steps.values_list("stage", flat=True))
-        if any(_stage_rank(rungs, s) >= candidate.rank for s in stages_done):
-            continue  # this stage (or a higher one) already happened: each stage once per period
+        opportunity = existing.get((rule.pk, periods[rule.pk]))
+        stages_done = stages_by_opportunity.get(opportunity.pk, set()) if opportunity else set()
+        if opportunity is not None:
+            if opportunity.status not in (
+                Opportunity.Status.OPEN,
+                Opportunity.Status.SUPPRESSED,
+                Opportunity.Status.OFFERED,
+            ):
+                continue  # accepted, declined or expired: this period's conversation is over
+            rungs = ladder(
+                stages=rule.stages, threshold_percent=rule.threshold_percent, channels=rule.channels, kind=rule.kind
+            )
+            if any(_stage_rank(rungs, s) >= candidate.rank for s in stages_done):
+                continue  # this stage (or a higher one) already happened: each stage once per period
+        if not timing_checked:
+            timing_checked = True
+            contact = recipient(customer)
+            customer_reason = _customer_reason(
+                customer=customer, contact=contact, timing=timing, policy=policy, now=now
+            )
+        if opportunity is None:
+            opportunity = Opportunity.objects.create(
+                workspace_id=customer.workspace_id,
+                customer=customer,
+                rule=rule,
+                period=periods[rule.pk],
+                signal=candidate.signal.text[:255],
+                stage=candidate.stage.key,
+                current_plan=subscription.plan,
+                target_plan=candidate.target,
+                estimated_uplift_cents=candidate.uplift,
+                created_at=now,
+                updated_at=now,
+            )
         messaged_before = bool(stages_done)
         reason = customer_reason or _cap_reason(
             customer=customer, contact=contact, opportunity=opportunity, policy=policy, now=now,
@@ -487,6 +533,25 @@ def _decide(
             )[:255]
         opportunity.save(update_fields=["stage", "signal", "status", "suppressed_reason", "updated_at"])
     return due
+
+
+def _customer_reason(
+    *, customer: Customer, contact: Contact | None, timing: TimingFacts, policy: Policy, now: datetime
+) -> str:
+    """Bad timing, a cooldown after a rejection, or quiet hours: holds every offer to this customer now."""
+    reason = bad_timing_reason(facts=timing, policy=policy, now=now)
+    if reason:
+        return reason
+    last_rejection = (
+        OpportunityStep.objects.filter(opportunity__customer=customer, outcome__in=_REJECTIONS)
+        .order_by("-outcome_at")
+        .values_list("outcome_at", flat=True)
+        .first()
+    )
+    reason = cooldown_reason(last_rejection_at=last_rejection, policy=policy, now=now)
+    if reason or contact is None:
+        return reason
+    return quiet_hours_reason(time_zone=contact.time_zone, policy=policy, now=now)
 
 
 def _cap_reason(
@@ -632,7 +697,11 @@ def sweep_batches(*, size: int) -> list[tuple[int, list[int]]]:
 
 def evaluate_customers(*, customer_ids: list[int], now: datetime) -> list[int]:
     """Evaluate a batch of one workspace's customers (the sweep); returns the step ids now due."""
+    if not customer_ids:
+        return []
+    workspace_id = Customer.objects.values_list("workspace_id", flat=True).get(pk=customer_ids[0])
+    context = workspace_context(workspace_id)
     due: list[int] = []
     for customer_id in customer_ids:
-        due += evaluate_customer(customer_id=customer_id, now=now)
+        due += evaluate_customer(customer_id=customer_id, now=now, context=context)
     return due
