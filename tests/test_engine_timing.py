@@ -218,3 +218,23 @@ def test_quiet_hours_in_the_contacts_time_zone(tenant_a) -> None:  # type: ignor
         assert Opportunity.objects.get().suppressed_reason == "quiet hours (21:00-08:00 Asia/Tokyo)"
         # 23:30 UTC is 08:30 in Tokyo: the held offer goes out on the next evaluation (event or sweep).
         assert len(evaluate_customer(customer_id=customer.pk, now=NOW + timedelta(hours=8, minutes=30))) == 1
+
+
+@pytest.mark.django_db
+def test_opportunities_of_a_past_period_expire(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from triggers.services import expire_past_opportunities
+
+    with tenant_scope(tenant_a.workspace):
+        customer, _contact = ladder_setup(tenant_a)
+        set_meter(customer, 900, NOW)
+        evaluate_customer(customer_id=customer.pk, now=NOW)
+        assert expire_past_opportunities(now=NOW + timedelta(days=5)) == 0
+        assert expire_past_opportunities(now=datetime(2026, 12, 1, 0, 5, tzinfo=UTC)) == 1
+        assert Opportunity.objects.get().status == "expired"
+        # The new month starts a new period: the customer can be offered again.
+        set_meter(customer, 900, datetime(2026, 12, 2, tzinfo=UTC))
+        assert len(evaluate_customer(customer_id=customer.pk, now=datetime(2026, 12, 2, tzinfo=UTC))) == 1
+        assert list(Opportunity.objects.order_by("period").values_list("period", "status")) == [
+            ("2026-11", "expired"),
+            ("2026-12", "open"),
+        ]

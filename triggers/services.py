@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
 from accounts.models import Contact, Customer, Workspace
+from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES, current_subscription
 from triggers.caps import contact_cap_reason, customer_cap_reason
@@ -386,7 +387,9 @@ def evaluate_customer(*, customer_id: int, now: datetime, context: WorkspaceCont
     stage ladder, the caps and the (customer, rule, period) key hold under any concurrency.
     """
     with transaction.atomic():
-        customer = Customer.objects.select_for_update().get(pk=customer_id)
+        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        if customer is None:
+            return []  # deleted since the event or the sweep named it
         context = context or workspace_context(customer.workspace_id)
         if not context.rules:
             return []
@@ -699,9 +702,19 @@ def evaluate_customers(*, customer_ids: list[int], now: datetime) -> list[int]:
     """Evaluate a batch of one workspace's customers (the sweep); returns the step ids now due."""
     if not customer_ids:
         return []
-    workspace_id = Customer.objects.values_list("workspace_id", flat=True).get(pk=customer_ids[0])
-    context = workspace_context(workspace_id)
+    context = workspace_context(current_workspace_id())
     due: list[int] = []
     for customer_id in customer_ids:
         due += evaluate_customer(customer_id=customer_id, now=now, context=context)
     return due
+
+
+def expire_past_opportunities(*, now: datetime) -> int:
+    """Close opportunities whose period is over (a past month, a passed renewal date), all workspaces."""
+    live = (Opportunity.Status.OPEN, Opportunity.Status.SUPPRESSED, Opportunity.Status.OFFERED)
+    past = Q(period__regex=r"^\d{4}-\d{2}$", period__lt=now.strftime("%Y-%m")) | Q(
+        period__regex=r"^r\d{4}-\d{2}-\d{2}$", period__lt=now.strftime("r%Y-%m-%d")
+    )
+    return Opportunity.all_workspaces.filter(past, status__in=live).update(
+        status=Opportunity.Status.EXPIRED, updated_at=now
+    )

@@ -65,7 +65,8 @@ def evaluate_customers(workspace_id: int, customer_ids: list[int]) -> int:
 
 @shared_task(name="triggers.tasks.sweep_rules")
 def sweep_rules() -> int:
-    """Periodic sweep: re-evaluate every subscribed customer (renewals, time windows, held offers)."""
+    """Periodic sweep: expire past periods, re-evaluate every subscribed customer (renewals, windows, held offers)."""
+    services.expire_past_opportunities(now=timezone.now())
     batches = services.sweep_batches(size=SWEEP_BATCH)
     for workspace_id, customer_ids in batches:
         evaluate_customers.delay(workspace_id, customer_ids)
