@@ -65,6 +65,9 @@ def test_create_list_and_pause_a_rule(tenant_a) -> None:  # type: ignore[no-unty
         ({"template": "hitting_limits", "colour": "red"}, "colour"),
         ({"name": "x", "kind": "limit_percent", "channels": ["email"]}, "meter_key"),
         ({"template": "course_coaching", "target_plan": "missing"}, "target_plan"),
+        ({"template": "advanced_features", "threshold_count": "many"}, "threshold_count"),
+        ({"template": "renewal_coming", "window_days": 0}, "window_days"),
+        ({"template": "hitting_limits", "is_active": "yes"}, "is_active"),
     ],
 )
 def test_bad_rules_are_refused_and_nothing_is_written(tenant_a, body, field) -> None:  # type: ignore[no-untyped-def]

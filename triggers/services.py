@@ -148,6 +148,15 @@ def create_rule(
         raise RuleError("kind", f"kind must be one of {', '.join(Rule.Kind.values)}.")
     if fields.get("offer_type", Rule.OfferType.NEXT_TIER) not in Rule.OfferType.values:
         raise RuleError("offer_type", f"offer_type must be one of {', '.join(Rule.OfferType.values)}.")
+    for key, low, high in (("threshold_percent", 1, 1000), ("threshold_count", 1, 10**9), ("window_days", 1, 366)):
+        value = fields.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise RuleError(key, f"{key} must be a whole number from {low} to {high}.")
+    if not isinstance(fields.get("is_active", True), bool):
+        raise RuleError("is_active", "is_active must be true or false.")
+    for key in ("meter_key", "event_name"):
+        if not isinstance(fields.get(key, ""), str) or len(fields.get(key, "")) > (64 if key == "meter_key" else 200):
+            raise RuleError(key, f"{key} must be a short string.")
     channels = fields.get("channels") or []
     stages = fields.get("stages") or []
     if not isinstance(channels, list) or not set(channels) <= _VALID_CHANNELS:
