@@ -5,7 +5,7 @@
 Starts a Celery worker on a private queue (bench database, BENCH_REDIS_URL). A load thread ingests
 batches of events at `--rate` events/s exactly as POST /v1/batch does (ingest + publish after
 commit). Most events are noise (usage below any threshold, still evaluated); one event per batch
-pushes a fresh customer over 80% of its limit. "Acknowledged" is when ingest() returned (the API's
+pushes a fresh customer over 80% of its limit (all 20 rules active). "Acknowledged" is when ingest() returned (the API's
 200); a poller records when that customer's opportunity row becomes visible.
 """
 
@@ -57,9 +57,9 @@ def main() -> None:
     now = timezone.now()
     workspace_id, customer_ids = seed(name="bench-latency", customers=args.customers, now=now)
     with tenant_scope(workspace_id):
-        # Only the Example 1 ladder stays active, and every meter starts below 80%: an opportunity
-        # appears exactly when the load pushes a customer over the threshold.
-        Rule.objects.exclude(template_key="hitting_limits", meter_key="subscribers").update(is_active=False)
+        # All 20 rules stay active; every subscriber meter starts below 80%, so the Example 1
+        # ladder's opportunity appears exactly when the load pushes a customer over the threshold.
+        ladder_rule = Rule.objects.get(template_key="hitting_limits", meter_key="subscribers")
         Meter.objects.filter(key="subscribers").update(value=100)
         external = dict(Customer.objects.values_list("pk", "external_id"))
     worker = start_worker(args.concurrency, ROOT / "var" / "bench-engine-worker.log")
@@ -72,8 +72,10 @@ def main() -> None:
 
         while not stop.is_set() or len(seen) < len(acked):
             with tenant_scope(workspace_id):
-                for customer_id in Opportunity.objects.exclude(customer_id__in=list(seen)).values_list(
-                    "customer_id", flat=True
+                for customer_id in (
+                    Opportunity.objects.filter(rule=ladder_rule)
+                    .exclude(customer_id__in=list(seen))
+                    .values_list("customer_id", flat=True)
                 ):
                     seen.setdefault(customer_id, time.monotonic())
             time.sleep(0.02)
