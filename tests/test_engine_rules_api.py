@@ -132,3 +132,24 @@ def test_timing_policy_form(tenant_a) -> None:  # type: ignore[no-untyped-def]
     with tenant_scope(tenant_a.workspace):
         row = EngineSettings.objects.get()
         assert (row.contact_gap_hours, row.quiet_start_hour, row.recent_purchase_days) == (48, 21, 7)
+
+
+def test_rules_page_lists_held_opportunities_with_their_reason(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from tests.engine_fixtures import customer_with_contact, set_meter, template_rule, track
+    from triggers.services import evaluate_customer
+
+    now = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
+    with tenant_scope(tenant_a.workspace):
+        catalog = engine_catalog(tenant_a.workspace)
+        template_rule(tenant_a.workspace, catalog, "hitting_limits")
+        customer, _contact, _ = customer_with_contact(tenant_a.workspace, catalog.starter, now=now)
+        set_meter(customer, 900, now)
+        track(customer, "Support Ticket Opened", now, ticket_id=3)
+        evaluate_customer(customer_id=customer.pk, now=now)
+    body = tenant_a.client.get("/rules/").content.decode()
+    assert (
+        "<td>90% of 1,000 subscribers</td><td>90</td><td>suppressed</td><td>support issue open (1 ticket)</td>" in body
+    )
+    assert "<td>$20</td>" in body
