@@ -130,6 +130,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-evaluation-outbox": {"task": "triggers.tasks.sweep_evaluation_outbox", "schedule": timedelta(seconds=30)},
     "sweep-pending-deliveries": {"task": "offers.tasks.sweep_pending_deliveries", "schedule": timedelta(seconds=60)},
     "ensure-event-partitions": {"task": "triggers.tasks.ensure_event_partitions", "schedule": timedelta(hours=6)},
+    "sweep-trigger-rules": {"task": "triggers.tasks.sweep_rules", "schedule": timedelta(minutes=15)},
 }
 CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {"task": "billing.tasks.reconcile_all", "schedule": timedelta(hours=1)}
 CELERY_BEAT_SCHEDULE["stripe-event-sweep"] = {

@@ -7,6 +7,7 @@ from accounts import access
 from expansion import views
 from offers.urls import api_urlpatterns as offers_api
 from triggers.urls import api_urlpatterns as triggers_api
+from triggers.urls import page_urlpatterns as triggers_pages
 
 dashboard_patterns = (
     [path("", views.home, name="home")],
@@ -18,6 +19,7 @@ urlpatterns = [
     path("healthz", views.health, name="health"),
     path("dashboard/", include(dashboard_patterns)),
     path("accounts/", include("accounts.urls")),
+    path("rules/", include(triggers_pages)),
     path("", include("offers.urls")),
     path("billing/", include("billing.urls")),
     path(

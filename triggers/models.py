@@ -109,22 +109,68 @@ class EvaluationRequest(TenantModel):
 
 
 class Rule(TenantModel):
-    """A founder's trigger rule: a signal, a condition, the offer target and the channels."""
+    """A founder's trigger rule: a signal, a condition, the offer to make and the stages/channels.
+
+    `stages` is the escalation ladder, e.g. Example 1 of the methodology:
+    [{"at": 80, "channels": ["in_app"]}, {"at": 90, "channels": ["email"]}, {"at": 100, "channels": ["in_app"]}].
+    `at` is a percent of the plan limit for limit rules; other signals have one stage at 1. An empty
+    ladder means one stage at `threshold_percent` on `channels`.
+    """
 
     class Kind(models.TextChoices):
         LIMIT_PERCENT = "limit_percent", "Hitting a plan limit"
+        FEATURE_USE = "feature_use", "Using advanced features"
+        TEAM_GROWTH = "team_growth", "Growing team"
+        FEATURE_REQUEST = "feature_request", "Requesting a feature"
+        HIGH_USAGE = "high_usage", "High usage"
+        FIRST_SUCCESS = "first_success", "After first success"
+        MILESTONE = "milestone", "Business milestone"
+        RENEWAL = "renewal", "Renewal coming"
+        COMPLETION = "completion", "Product or course completion"
+
+    class OfferType(models.TextChoices):
+        NEXT_TIER = "next_tier", "Upsell to the next tier"
+        ANNUAL = "annual", "Commit to annual billing"
+        CROSS_SELL = "cross_sell", "Cross-sell another product"
 
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=32, choices=Kind.choices)
+    template_key = models.SlugField(max_length=64, blank=True, help_text="The built-in template it came from.")
     meter_key = models.SlugField(max_length=64, blank=True)
+    event_name = models.CharField(max_length=200, blank=True)
     threshold_percent = models.PositiveSmallIntegerField(default=80)
+    threshold_count = models.PositiveIntegerField(default=1, help_text="Events, contacts added or meter value.")
+    window_days = models.PositiveSmallIntegerField(default=30)
+    stages = models.JSONField(default=list, blank=True)
     channels = models.JSONField(default=list, help_text='Channels to use, e.g. ["in_app", "email"].')
+    offer_type = models.CharField(max_length=16, choices=OfferType.choices, default=OfferType.NEXT_TIER)
     target_plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.SET_NULL)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "is_active"])]
+
     def __str__(self) -> str:
         return self.name
+
+
+class EngineSettings(TenantModel):
+    """A workspace's timing policy: frequency caps, cooldowns, quiet hours and bad-timing windows."""
+
+    contact_gap_hours = models.PositiveIntegerField(default=72, help_text="Hours between two offers to a contact.")
+    contact_daily_max = models.PositiveSmallIntegerField(default=1, help_text="Offers per contact per local day.")
+    customer_weekly_max = models.PositiveSmallIntegerField(default=2, help_text="Offers per customer per 7 days.")
+    cooldown_days = models.PositiveSmallIntegerField(default=14, help_text="Quiet days after a dismissal/decline.")
+    quiet_start_hour = models.PositiveSmallIntegerField(null=True, blank=True)
+    quiet_end_hour = models.PositiveSmallIntegerField(null=True, blank=True)
+    recent_purchase_days = models.PositiveSmallIntegerField(default=0, help_text="Quiet days after a purchase.")
+    first_value_event = models.CharField(max_length=200, blank=True, help_text="No offers before this event.")
+    support_opened_event = models.CharField(max_length=200, default="Support Ticket Opened")
+    support_closed_event = models.CharField(max_length=200, default="Support Ticket Closed")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace"], name="one_engine_settings_per_workspace")]
 
 
 class Opportunity(TenantModel):
@@ -141,6 +187,7 @@ class Opportunity(TenantModel):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="opportunities")
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="opportunities")
     period = models.CharField(max_length=16)
+    stage = models.SlugField(max_length=32, blank=True, help_text="The highest stage the signal reached.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     signal = models.CharField(max_length=255)
     current_plan = models.ForeignKey(Plan, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -204,7 +251,10 @@ class OpportunityStep(TenantModel):
                 fields=["workspace", "opportunity", "stage", "channel"], name="one_step_per_stage_channel"
             ),
         ]
-        indexes = [models.Index(fields=["workspace", "status", "due_at"])]
+        indexes = [
+            models.Index(fields=["workspace", "status", "due_at"]),
+            models.Index(fields=["workspace", "contact", "created_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} at stage {self.stage} of opportunity {self.opportunity_id}"

@@ -28,7 +28,7 @@ def publish_evaluations(workspace_id: int, request_ids: list[int]) -> None:
             evaluate_customer.delay(workspace_id, request_ids[0])
             return
         for start in range(0, len(request_ids), EVALUATIONS_PER_TASK):
-            evaluate_customers.delay(workspace_id, request_ids[start : start + EVALUATIONS_PER_TASK])
+            evaluate_requests.delay(workspace_id, request_ids[start : start + EVALUATIONS_PER_TASK])
 
     transaction.on_commit(publish)
 
@@ -47,8 +47,8 @@ def evaluate_customer(workspace_id: int, request_id: int) -> list[int]:
     return due_steps
 
 
-@shared_task(name="triggers.evaluate_customers", acks_late=True)
-def evaluate_customers(workspace_id: int, request_ids: list[int]) -> list[int]:
+@shared_task(name="triggers.evaluate_requests", acks_late=True)
+def evaluate_requests(workspace_id: int, request_ids: list[int]) -> list[int]:
     """Several outbox rows of one workspace in one task; each is claimed, so a redelivery is harmless."""
     due: list[int] = []
     for request_id in request_ids:
@@ -71,3 +71,26 @@ def sweep_evaluation_outbox() -> int:
 def ensure_event_partitions() -> int:
     """Create the coming months' event partitions ahead of time (PostgreSQL; a no-op on SQLite)."""
     return len(partitions.ensure_event_partitions(connection, now=timezone.now(), months_ahead=3))
+
+
+SWEEP_BATCH = 200
+
+
+@shared_task(name="triggers.evaluate_customers", acks_late=True)
+@tenant_task
+def evaluate_customers(workspace_id: int, customer_ids: list[int]) -> int:
+    """Evaluate a sweep batch; idempotent (stages, caps and opportunities are keyed in the database)."""
+    due_steps = services.evaluate_customers(customer_ids=customer_ids, now=timezone.now())
+    for step_id in due_steps:
+        current_app.tasks[DELIVER_TASK].delay(workspace_id, step_id)
+    return len(due_steps)
+
+
+@shared_task(name="triggers.tasks.sweep_rules")
+def sweep_rules() -> int:
+    """Periodic sweep: expire past periods, re-evaluate every subscribed customer (renewals, windows, held offers)."""
+    services.expire_past_opportunities(now=timezone.now())
+    batches = services.sweep_batches(size=SWEEP_BATCH)
+    for workspace_id, customer_ids in batches:
+        evaluate_customers.delay(workspace_id, customer_ids)
+    return sum(len(ids) for _ws, ids in batches)
