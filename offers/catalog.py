@@ -143,6 +143,58 @@ Join the {{ target_plan }}:
 [Apply Now]({{ upgrade_url }})""",
 )
 
-SEEDS = (USAGE_UPSELL, FEATURE_UPSELL, CROSS_SELL, LIMIT_PROMPT, COURSE_CROSS_SELL_PROMPT)
+# For signals without a limit or a course (team growth, renewals, milestones...): positions the
+# target plan's specific gains, per the methodology's "DO" lines, without naming usage figures.
+NEXT_STEP_EMAIL = SeedTemplate(
+    key="next-step-upsell",
+    name="Upsell email: next step (renewals, growth, milestones)",
+    channel="email",
+    subject="{{ target_plan }} for {{ customer_name }}",
+    body="""Hi {{ first_name }},
+
+You're on {{ current_plan }} today.{{#target_features}} Here's what {{ target_plan }} adds for your team:
+{{ target_features }}
+{{/target_features}}
+{{#value_line}}
+{{ value_line }}
+{{/value_line}}
+**Move to {{ target_plan }} for {{ target_price }}/month**{{#incentive_line}} - {{ incentive_line }}{{/incentive_line}}
+
+[Upgrade Now]({{ upgrade_url }})
+
+Questions? Just reply.
+
+{{ sender_name }}""",
+)
+
+NEXT_STEP_PROMPT = SeedTemplate(
+    key="next-step-prompt",
+    name="In-app: next step (renewals, growth, milestones)",
+    channel="in_app",
+    subject="Ready for {{ target_plan }}?",
+    body="""Move to {{ target_plan }} ({{ target_price }}/mo).{{#target_features}} It adds:
+{{ target_features }}
+{{/target_features}}
+
+[Upgrade Now{{#incentive_line}} - {{ incentive_line }}{{/incentive_line}}]({{ upgrade_url }})""",
+)
+
+SEEDS = (
+    USAGE_UPSELL,
+    FEATURE_UPSELL,
+    CROSS_SELL,
+    LIMIT_PROMPT,
+    COURSE_CROSS_SELL_PROMPT,
+    NEXT_STEP_EMAIL,
+    NEXT_STEP_PROMPT,
+)
 DEFAULT_EMAIL = USAGE_UPSELL.key
 DEFAULT_PROMPT = LIMIT_PROMPT.key
+
+# Templates used when no offer is attached to a rule, by the rule's signal kind: (email, prompt).
+# The feature-based email needs an offer's trial to be truthful, so it is only used through an offer.
+DEFAULTS_BY_SIGNAL: dict[str, tuple[str, str]] = {
+    "limit_percent": (USAGE_UPSELL.key, LIMIT_PROMPT.key),
+    "completion": (CROSS_SELL.key, COURSE_CROSS_SELL_PROMPT.key),
+}
+DEFAULT_OTHER_SIGNALS = (NEXT_STEP_EMAIL.key, NEXT_STEP_PROMPT.key)

@@ -191,7 +191,8 @@ def _template_for(
         chosen = offer.email_template if email else offer.prompt_template
         if chosen is not None:
             return chosen
-    return templates[catalog.DEFAULT_EMAIL if email else catalog.DEFAULT_PROMPT]
+    email_key, prompt_key = catalog.DEFAULTS_BY_SIGNAL.get(step.opportunity.rule.kind, catalog.DEFAULT_OTHER_SIGNALS)
+    return templates[email_key if email else prompt_key]
 
 
 def _suppress(*, delivery: Delivery, status: str, reason: str, now: datetime) -> None:

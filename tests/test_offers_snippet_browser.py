@@ -23,7 +23,7 @@ from tests.conftest import _test_database_url, email_marketing_catalog, make_ten
 from tests.harness import ARTIFACTS, ROOT, free_port, wait_until
 from tests.offers_fixtures import account_at_usage
 from triggers.models import OpportunityStep
-from triggers.services import create_limit_rule
+from triggers.services import create_limit_rule, update_engine_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -87,6 +87,8 @@ def test_snippet_shows_prompts_and_reports_click_and_dismissal(live_server_proce
     tenant = make_tenant("snippet")
     cat = email_marketing_catalog(tenant.workspace)
     with tenant_scope(tenant.workspace):
+        # Two offers at once for one person: this founder relaxed the engine's frequency caps.
+        update_engine_settings(workspace=tenant.workspace, contact_gap_hours=0, contact_daily_max=5)
         create_limit_rule(
             workspace=tenant.workspace,
             name="At 90%",

@@ -14,7 +14,7 @@ from offers import links, services
 from offers.models import Delivery
 from tests.conftest import email_marketing_catalog
 from tests.offers_fixtures import account_at_usage, use_smtp_sink
-from triggers.models import OpportunityStep
+from triggers.models import Meter, OpportunityStep, Rule
 from triggers.services import create_limit_rule, evaluate_customer
 
 NOW = timezone.now().replace(microsecond=0)
@@ -72,7 +72,16 @@ def test_one_click_unsubscribe_and_later_sends_are_suppressed(tenant_a, sink):  
         delivery = Delivery.objects.get(pk=delivery_id)
         assert (delivery.status, delivery.suppressed_reason) == ("suppressed", "contact unsubscribed")
         assert list(delivery.events.values_list("kind", flat=True)) == ["suppressed"]
-        # A new opportunity later: the engine records the email step as suppressed; in-app still goes.
+        # A new opportunity later (after the engine's 72 h contact gap): the engine records the email
+        # step as suppressed; in-app still goes.
+        later = NOW + timedelta(days=4)
+        Meter.objects.update_or_create(
+            customer=account.customer,
+            key="subscribers",
+            period=later.strftime("%Y-%m"),
+            defaults={"workspace": tenant_a.workspace, "value": 900, "updated_at": later},
+        )
+        Rule.objects.update(is_active=False)  # only the new rule speaks, whatever month `later` falls in
         create_limit_rule(
             workspace=tenant_a.workspace,
             name="At 90%",
@@ -80,7 +89,7 @@ def test_one_click_unsubscribe_and_later_sends_are_suppressed(tenant_a, sink):  
             threshold_percent=90,
             channels=["email", "in_app"],
         )
-        due = evaluate_customer(customer_id=account.customer.pk, now=NOW + timedelta(minutes=1))
+        due = evaluate_customer(customer_id=account.customer.pk, now=later)
         new_email = OpportunityStep.objects.get(opportunity__rule__threshold_percent=90, channel="email")
         assert (new_email.status, new_email.suppressed_reason) == ("suppressed", "contact unsubscribed")
         assert [OpportunityStep.objects.get(pk=pk).channel for pk in due] == ["in_app"]

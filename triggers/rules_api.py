@@ -35,7 +35,7 @@ def _body(request: Request) -> dict[str, Any]:
 class RulesView(WorkspaceAPIView):
     """The workspace's trigger rules."""
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict}, operation_id="api_v1_rules_list")
     def get(self, request: Request) -> Response:
         return Response({"rules": [queries.rule_data(r) for r in queries.rules()]})
 
