@@ -14,9 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connection
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models.functions import Least, TruncMonth
 
 from accounts.models import Customer
 from accounts.tenancy import current_workspace_id
@@ -142,25 +141,26 @@ def _type_accounts(first: date, last: date) -> dict[str, int]:
 
 def _cohort(first: date, last: date) -> metrics.Cohort:
     start, end = _bounds(first, last)
-    table = MrrMovement._meta.db_table
-    # Raw SQL bypasses the tenant manager, so the workspace filter is explicit in both CTEs.
-    sql = f"""
-        WITH s AS (
-            SELECT DISTINCT ON (customer_id) customer_id, mrr_after_cents AS mrr FROM {table}
-            WHERE workspace_id = %s AND occurred_at < %s ORDER BY customer_id, occurred_at DESC, id DESC
-        ), e AS (
-            SELECT DISTINCT ON (customer_id) customer_id, mrr_after_cents AS mrr FROM {table}
-            WHERE workspace_id = %s AND occurred_at < %s ORDER BY customer_id, occurred_at DESC, id DESC
+
+    def mrr_before(moment: datetime) -> Subquery:
+        latest = MrrMovement.objects.filter(customer_id=OuterRef("pk"), occurred_at__lt=moment)
+        return Subquery(latest.order_by("-occurred_at", "-pk").values("mrr_after_cents")[:1])
+
+    totals = (
+        Customer.objects.annotate(at_start=mrr_before(start), at_end=mrr_before(end))
+        .filter(at_start__gt=0)
+        .aggregate(
+            customers=Count("pk"),
+            start_cents=Sum("at_start"),
+            end_cents=Sum("at_end"),
+            retained=Sum(Least("at_start", "at_end")),
         )
-        SELECT count(*), coalesce(sum(s.mrr), 0), coalesce(sum(e.mrr), 0), coalesce(sum(least(s.mrr, e.mrr)), 0)
-        FROM s JOIN e USING (customer_id) WHERE s.mrr > 0
-    """
-    workspace_id = current_workspace_id()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [workspace_id, start, workspace_id, end])
-        customers, start_cents, end_cents, retained = cursor.fetchone()
+    )
     return metrics.Cohort(
-        customers=int(customers), start_cents=int(start_cents), end_cents=int(end_cents), retained_cents=int(retained)
+        customers=totals["customers"],
+        start_cents=totals["start_cents"] or 0,
+        end_cents=totals["end_cents"] or 0,
+        retained_cents=totals["retained"] or 0,
     )
 
 
