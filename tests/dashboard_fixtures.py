@@ -174,7 +174,11 @@ def load_reference(workspace: Workspace, ref: Reference) -> None:
                 channel="email",
                 status=OpportunityStep.Status.DELIVERED if offer.sent else OpportunityStep.Status.SUPPRESSED,
                 outcome=(
-                    "accepted" if offer.accepted_after else "clicked" if offer.clicked else ("shown" if offer.sent else "")
+                    "accepted"
+                    if offer.accepted_after
+                    else "clicked"
+                    if offer.clicked
+                    else ("shown" if offer.sent else "")
                 ),
                 outcome_at=(offer.created_at + offer.accepted_after) if offer.accepted_after else None,
                 due_at=offer.created_at,
@@ -240,7 +244,10 @@ def expected(ref: Reference, first: date, last: date) -> Expected:
     at_end = mrr_at(ref, end)
     starting = sum(at_start.values())
     ending = sum(at_end.values())
-    assert ending == starting + sums["new"] + sums["reactivation"] + sums["expansion"] - sums["contraction"] - sums["churn"]
+    assert (
+        ending
+        == starting + sums["new"] + sums["reactivation"] + sums["expansion"] - sums["contraction"] - sums["churn"]
+    )
     if first == last:
         nrr = pct(starting + sums["expansion"] - sums["contraction"] - sums["churn"], starting)
         grr = pct(starting - sums["contraction"] - sums["churn"], starting)
@@ -271,15 +278,15 @@ def expected(ref: Reference, first: date, last: date) -> Expected:
     )
 
 
-def expected_conversion(ref: Reference, first: date, last: date) -> dict[str, tuple[int, int, int, str | None, str | None]]:
+def expected_conversion(
+    ref: Reference, first: date, last: date
+) -> dict[str, tuple[int, int, int, str | None, str | None]]:
     """trigger -> (sent, clicked, accepted, conversion %, accepted within 7 days %)."""
     y, m = divmod(last.month, 12)
     end = datetime(last.year + y, m + 1, 1, tzinfo=UTC)
     out = {}
     for trigger in TRIGGERS:
-        offers = [
-            o for o in ref.offers if o.trigger == trigger and start_of(first) <= o.created_at < end and o.sent
-        ]
+        offers = [o for o in ref.offers if o.trigger == trigger and start_of(first) <= o.created_at < end and o.sent]
         if not offers:
             continue
         accepted = [o for o in offers if o.accepted_after is not None]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -118,9 +119,12 @@ def test_founder_uses_the_dashboard_in_a_browser(server):  # type: ignore[no-unt
             with page.expect_download() as download_info:
                 page.click("#figures a[href^='/dashboard/export/summary.csv']")
             download = download_info.value
-            [row] = list(csv.DictReader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+            [row] = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
             assert row["first_month"] == "2025-06"
-            assert (int(row["starting_mrr_cents"]), int(row["expansion_cents"])) == (exp_jun.starting, exp_jun.expansion)
+            assert (int(row["starting_mrr_cents"]), int(row["expansion_cents"])) == (
+                exp_jun.starting,
+                exp_jun.expansion,
+            )
             assert download.suggested_filename == "uplift-summary-2025-06.csv"
 
             # Open the customer's timeline.

@@ -29,7 +29,12 @@ from tests.dashboard_fixtures import (
 
 pytestmark = pytest.mark.django_db
 
-TYPE_LABELS = {"upsell": "Upsells", "cross_sell": "Cross-sells", "seat_expansion": "Seat expansion", "add_on": "Add-ons"}
+TYPE_LABELS = {
+    "upsell": "Upsells",
+    "cross_sell": "Cross-sells",
+    "seat_expansion": "Seat expansion",
+    "add_on": "Add-ons",
+}
 
 
 def csv_rows(response) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
@@ -114,7 +119,8 @@ def test_small_ledger_figures_worked_by_hand(tenant_a):
         both = queries.period(date(2025, 2, 1), date(2025, 3, 1))
         assert (both.starting_mrr_cents, both.ending_mrr_cents) == (15000, 19000)
         assert (both.nrr, both.grr) == (Decimal("100.00"), Decimal("66.67"))
-        assert [(r.expansion_type, r.mrr_cents, r.accounts) for r in both.by_type][0] == ("upsell", 4000, 2)
+        upsell = both.by_type[0]
+        assert (upsell.expansion_type, upsell.mrr_cents, upsell.accounts) == ("upsell", 4000, 2)
 
 
 # The reference data set ------------------------------------------------------------------------------
@@ -136,7 +142,12 @@ def test_reference_data_set_is_large_enough(reference):
 
 @pytest.mark.parametrize(
     ("first", "last"),
-    [(month_at(17), month_at(17)), (month_at(23), month_at(23)), (month_at(6), month_at(23)), (month_at(0), month_at(11))],
+    [
+        (month_at(17), month_at(17)),
+        (month_at(23), month_at(23)),
+        (month_at(6), month_at(23)),
+        (month_at(0), month_at(11)),
+    ],
 )
 def test_page_api_and_csv_agree_with_hand_figures(tenant_a, reference, first, last):
     exp = expected(reference, first, last)
@@ -158,9 +169,9 @@ def test_page_api_and_csv_agree_with_hand_figures(tenant_a, reference, first, la
         "nrr_pct": exp.nrr,
         "grr_pct": exp.grr,
     }
-    assert [
-        (r["expansion_type"], r["mrr_cents"], r["accounts"], r["average_cents"]) for r in api["by_type"]
-    ] == [(t, *exp.by_type[t]) for t in TYPES]
+    assert [(r["expansion_type"], r["mrr_cents"], r["accounts"], r["average_cents"]) for r in api["by_type"]] == [
+        (t, *exp.by_type[t]) for t in TYPES
+    ]
 
     [csv_summary] = csv_rows(tenant_a.client.get("/dashboard/export/summary.csv", params))
     assert csv_summary == {k: "" if v is None else str(v) for k, v in summary.items()}
@@ -219,7 +230,13 @@ def test_conversion_by_trigger_and_revenue_impact_match_hand_counts(tenant_a, re
     assert set(conv) == set(TRIGGERS) and all(row[2] > 0 for row in conv.values())
     api = tenant_a.client.get("/v1/metrics", params, **tenant_a.bearer()).json()
     got = {
-        r["trigger"]: (r["sent"], r["clicked"], r["accepted"], r["conversion_rate_pct"], r["accepted_within_7_days_pct"])
+        r["trigger"]: (
+            r["sent"],
+            r["clicked"],
+            r["accepted"],
+            r["conversion_rate_pct"],
+            r["accepted_within_7_days_pct"],
+        )
         for r in api["conversion_by_trigger"]
     }
     assert got == conv
@@ -237,6 +254,7 @@ def test_conversion_by_trigger_and_revenue_impact_match_hand_counts(tenant_a, re
     html = tenant_a.client.get("/dashboard/", params).content.decode()
     for trigger, (sent, clicked, accepted, rate, fast) in conv.items():
         assert f"<tr><td>{trigger}</td><td>{sent}</td><td>{clicked}</td><td>{accepted}</td>" in html
+        assert f"<td>{shown_pct(rate)}</td><td>{shown_pct(fast)}</td>" in html
         assert f"{shown_pct(fast)} upgraded within 7 days of “{trigger}”" in html
 
     attributed = expected_attributed(reference, first, last)
@@ -281,7 +299,16 @@ def test_new_movement_invalidates_the_cached_rollup(tenant_a, reference):
     before = tenant_a.client.get("/v1/metrics", {"month": f"{month:%Y-%m}"}, **tenant_a.bearer()).json()["summary"]
     with tenant_scope(tenant_a.workspace):
         customer = Customer.objects.get(pk=reference.customer_ids[0])
-        _move(tenant_a.workspace, customer, datetime(2025, 12, 28, tzinfo=UTC), "expansion", customer.mrr_cents or 1, (customer.mrr_cents or 1) + 777, "late", "add_on")
+        _move(
+            tenant_a.workspace,
+            customer,
+            datetime(2025, 12, 28, tzinfo=UTC),
+            "expansion",
+            customer.mrr_cents or 1,
+            (customer.mrr_cents or 1) + 777,
+            "late",
+            "add_on",
+        )
     after = tenant_a.client.get("/v1/metrics", {"month": f"{month:%Y-%m}"}, **tenant_a.bearer()).json()["summary"]
     assert after["expansion_cents"] == before["expansion_cents"] + 777
 
@@ -290,7 +317,10 @@ def test_bad_month_is_a_clear_400(tenant_a):
     api = tenant_a.client.get("/v1/metrics", {"month": "2025-13"}, **tenant_a.bearer())
     assert api.status_code == 400
     assert api.json() == {"error": {"code": "invalid", "message": "month must be a month as YYYY-MM, got '2025-13'"}}
-    assert tenant_a.client.get("/v1/metrics", {"start": "2025-05", "end": "2025-01"}, **tenant_a.bearer()).status_code == 400
+    assert (
+        tenant_a.client.get("/v1/metrics", {"start": "2025-05", "end": "2025-01"}, **tenant_a.bearer()).status_code
+        == 400
+    )
     assert tenant_a.client.get("/dashboard/", {"months": "7"}).status_code == 400
     assert tenant_a.client.get("/dashboard/export/nope.csv").status_code == 404
 

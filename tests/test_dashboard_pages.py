@@ -70,7 +70,10 @@ def test_opportunities_filter_sort_and_htmx_partial(tenant_a):
     assert page.index(str(live[0].customer)) < page.index(str(live[-1].customer))
 
     partial = tenant_a.client.get(
-        "/dashboard/", {"q": str(target.customer), "status": "all"}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="opportunities"
+        "/dashboard/",
+        {"q": str(target.customer), "status": "all"},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="opportunities",
     )
     body = partial.content.decode()
     assert body.startswith('\n<section id="opportunities">') and "<html" not in body
@@ -79,8 +82,9 @@ def test_opportunities_filter_sort_and_htmx_partial(tenant_a):
     rows = list(
         csv.DictReader(
             io.StringIO(
-                tenant_a.client.get("/dashboard/export/opportunities.csv", {"status": "accepted", "sort": "oldest"})
-                .content.decode()
+                tenant_a.client.get(
+                    "/dashboard/export/opportunities.csv", {"status": "accepted", "sort": "oldest"}
+                ).content.decode()
             )
         )
     )
@@ -109,14 +113,16 @@ def test_customer_timeline_shows_events_meters_opportunities_messages_movements(
             timestamp=when,
             received_at=when,
         )
-        Meter.objects.create(workspace=ws, customer_id=customer_id, key="seats", period="2025-11", value=12, updated_at=when)
+        Meter.objects.create(
+            workspace=ws, customer_id=customer_id, key="seats", period="2025-11", value=12, updated_at=when
+        )
         moves = MrrMovement.objects.filter(customer_id=customer_id).count()
     page = tenant_a.client.get(f"/dashboard/customers/{customer_id}/")
     assert page.status_code == 200
     html = page.content.decode()
     assert '<h1 id="customer-name">Tl Customer 0</h1>' in html
     assert "<td>seats</td><td>2025-11</td><td>12</td>" in html
-    assert "<strong>Seats Added</strong> <span class=\"muted\">seats=12</span>" in html
+    assert '<strong>Seats Added</strong> <span class="muted">seats=12</span>' in html
     assert html.count('class="tl-movement"') == moves
     assert html.count('class="tl-opportunity"') == 1 and html.count('class="tl-message"') == 1
     assert "Hitting the limit" in html
