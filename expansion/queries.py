@@ -289,18 +289,26 @@ def _impact_rows(first: date, last: date, field: str) -> tuple[ImpactRow, ...]:
     )
 
 
-def revenue_impact(figures: metrics.PeriodFigures) -> RevenueImpact:
+def revenue_impact(figures: metrics.PeriodFigures, version: int | None = None) -> RevenueImpact:
     """Expansion MRR the ledger attributes to our offers, by trigger, offer and variant."""
     first, last = figures.first_month, figures.last_month
-    by_trigger = _impact_rows(first, last, "attributed_trigger")
+
+    def compute() -> tuple[tuple[ImpactRow, ...], ...]:
+        return tuple(
+            _impact_rows(first, last, name)
+            for name in ("attributed_trigger", "attributed_offer_id", "attributed_variant")
+        )
+
+    version = ledger_version() if version is None else version
+    by_trigger, by_offer, by_variant = _cached(f"impact:{first:%Y%m}-{last:%Y%m}", version, compute)
     attributed = sum(row.mrr_cents for row in by_trigger)
     return RevenueImpact(
         attributed_cents=attributed,
         expansion_cents=figures.expansion_cents,
         share=metrics.percent(attributed, figures.expansion_cents),
         by_trigger=by_trigger,
-        by_offer=_impact_rows(first, last, "attributed_offer_id"),
-        by_variant=_impact_rows(first, last, "attributed_variant"),
+        by_offer=by_offer,
+        by_variant=by_variant,
     )
 
 
@@ -467,6 +475,6 @@ def dashboard(selection: Selection) -> Dashboard:
         figures=figures,
         trend=trend(selection.last, selection.trend_months, version),
         conversion=conversion_by_trigger(selection.first, selection.last),
-        impact=revenue_impact(figures),
+        impact=revenue_impact(figures, version),
         lift=holdout_lift(selection.first, selection.last),
     )
