@@ -91,38 +91,48 @@ def main() -> None:
     first_month = date(2023, 1, 1)
     n, months = args.customers, args.months
     t0 = time.perf_counter()
+    # Plan every movement first, so customers are created with their final MRR (no row-by-row updates).
+    types = ("upsell", "cross_sell", "seat_expansion", "add_on")
+    planned: list[list[tuple]] = []
+    final: list[int] = []
+    for _i in range(n):
+        start = rng.randrange(months)
+        mrr, churned = 0, False
+        moves: list[tuple] = []
+        for index in range(start, months):
+            month = month_at(first_month, index)
+            at = datetime(month.year, month.month, 1 + rng.randrange(27), rng.randrange(24), tzinfo=UTC)
+            roll = rng.random()
+            kind, etype, before, after = "", "", mrr, mrr
+            if index == start:
+                kind, after = "new", rng.choice((2900, 4900, 9900, 19900))
+            elif churned:
+                if roll < 0.1:
+                    kind, after, churned = "reactivation", rng.choice((2900, 4900)), False
+            elif roll < 0.12:
+                kind, etype, after = "expansion", types[rng.randrange(4)], mrr + rng.choice((1000, 2000, 5000))
+            elif roll < 0.16 and mrr > 1500:
+                kind, after = "contraction", mrr - 1000
+            elif roll < 0.18:
+                kind, after, churned = "churn", 0, True
+            if kind:
+                moves.append((index, at, kind, etype, before, after, kind == "expansion" and roll < 0.06))
+                mrr = after
+        planned.append(moves)
+        final.append(mrr)
     with tenant_scope(workspace):
         customers = Customer.objects.bulk_create(
-            [Customer(workspace=workspace, external_id=f"c{i}", name=f"Customer {i}") for i in range(n)],
+            [
+                Customer(workspace=workspace, external_id=f"c{i}", name=f"Customer {i}", mrr_cents=final[i])
+                for i in range(n)
+            ],
             batch_size=5000,
         )
         ids = [c.pk for c in customers]
         batch: list[MrrMovement] = []
         total_moves = 0
-        final: dict[int, int] = {}
-        types = ("upsell", "cross_sell", "seat_expansion", "add_on")
         for i, pk in enumerate(ids):
-            start = rng.randrange(months)
-            mrr, churned = 0, False
-            for index in range(start, months):
-                month = month_at(first_month, index)
-                at = datetime(month.year, month.month, 1 + rng.randrange(27), rng.randrange(24), tzinfo=UTC)
-                roll = rng.random()
-                kind, etype, before, after = "", "", mrr, mrr
-                if index == start:
-                    kind, after = "new", rng.choice((2900, 4900, 9900, 19900))
-                elif churned:
-                    if roll < 0.1:
-                        kind, after, churned = "reactivation", rng.choice((2900, 4900)), False
-                elif roll < 0.12:
-                    kind, etype, after = "expansion", types[rng.randrange(4)], mrr + rng.choice((1000, 2000, 5000))
-                elif roll < 0.16 and mrr > 1500:
-                    kind, after = "contraction", mrr - 1000
-                elif roll < 0.18:
-                    kind, after, churned = "churn", 0, True
-                if not kind:
-                    continue
-                attributed = kind == "expansion" and roll < 0.06
+            for index, at, kind, etype, before, after, attributed in planned[i]:
                 batch.append(
                     MrrMovement(
                         workspace=workspace,
@@ -138,8 +148,6 @@ def main() -> None:
                         source_key=f"b{i}-{index}",
                     )
                 )
-                mrr = after
-            final[pk] = mrr
             if len(batch) >= 20_000:
                 MrrMovement.objects.bulk_create(batch, batch_size=5000)
                 total_moves += len(batch)
@@ -191,9 +199,6 @@ def main() -> None:
             ],
             batch_size=5000,
         )
-        for pk, value in final.items():
-            if value:
-                Customer.objects.filter(pk=pk).update(mrr_cents=value)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     print(
