@@ -29,7 +29,8 @@ class MetricsView(WorkspaceAPIView):
             chosen = selection.parse(request.query_params, timezone.now().date())
         except selection.BadSelection as exc:
             raise ApiError(status_code=400, code="invalid", message=str(exc)) from None
-        data = queries.dashboard(chosen)
+        with queries.fast_reads():
+            data = queries.dashboard(chosen)
         named = tables.dashboard_tables(data)
         body: dict[str, object] = {"summary": named.pop("summary").dicts()[0]}
         body.update({name.replace("-", "_"): table.dicts() for name, table in named.items()})
@@ -63,4 +64,6 @@ class OpportunitiesView(WorkspaceAPIView):
             q=params.get("q", "").strip()[:100],
             sort=params.get("sort") or "uplift",
         )
-        return Response({"opportunities": tables.opportunities(queries.opportunities(filters, limit=500)).dicts()})
+        with queries.fast_reads():
+            rows = tables.opportunities(queries.opportunities(filters, limit=500)).dicts()
+        return Response({"opportunities": rows})

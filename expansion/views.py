@@ -60,6 +60,11 @@ def _trend_chart(data: queries.Dashboard) -> dict[str, list]:
 @access.access(access.MEMBER)
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    with queries.fast_reads():
+        return _home(request)
+
+
+def _home(request: HttpRequest) -> HttpResponse:
     try:
         chosen = _selection(request)
     except selection.BadSelection as exc:
@@ -88,6 +93,11 @@ def home(request: HttpRequest) -> HttpResponse:
 @access.access(access.MEMBER)
 @require_GET
 def export(request: HttpRequest, table: str) -> HttpResponse:
+    with queries.fast_reads():
+        return _export(request, table)
+
+
+def _export(request: HttpRequest, table: str) -> HttpResponse:
     try:
         chosen = _selection(request)
     except selection.BadSelection as exc:
