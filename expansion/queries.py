@@ -1,13 +1,52 @@
-"""Read side of the dashboard: current MRR and the top opportunities. No writes."""
+"""Read side of the dashboard: ledger rollups, opportunities, conversion, timeline. No writes.
+
+Revenue figures come from `billing.MrrMovement` only. The ledger is rolled up once per workspace
+into monthly totals (one GROUP BY), cached under the workspace's ledger version (its newest
+movement id), so any new movement invalidates the cache and the views stay fast. Months are UTC
+calendar months. Definitions: docs/metrics.md.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Least, TruncMonth
 
 from accounts.models import Customer
-from triggers.models import Opportunity
+from accounts.tenancy import current_workspace_id
+from billing.models import MrrMovement
+from expansion import metrics
+from expansion.selection import Selection
+from expansion.templatetags.money import cents
+from offers.models import Delivery
+from triggers.models import Event, Meter, Opportunity, OpportunityStep
+
+CACHE_SECONDS = 24 * 3600
+
+
+@contextmanager
+def fast_reads() -> Iterator[None]:
+    """Run the dashboard's reads with PostgreSQL's JIT off, in one read transaction.
+
+    The rollup and conversion queries have high planner costs (correlated subqueries, GROUP BY over
+    the ledger) but run in tens of milliseconds; JIT compilation added 1-1.5 s to each at 100,000
+    customers (bench/dashboard_bench.py). SET LOCAL keeps the change inside this transaction.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+        yield
 
 
 @dataclass(frozen=True)
@@ -31,10 +70,431 @@ def summary() -> Summary:
     )
 
 
+# Ledger rollups -----------------------------------------------------------------------------------
+
+
+def _bounds(first: date, last: date) -> tuple[datetime, datetime]:
+    start = datetime(first.year, first.month, 1, tzinfo=UTC)
+    end_month = metrics.add_months(last, 1)
+    return start, datetime(end_month.year, end_month.month, 1, tzinfo=UTC)
+
+
+def ledger_version() -> int:
+    """The newest movement id of the workspace: the ledger is append-only, so it changes on every write."""
+    return MrrMovement.objects.aggregate(v=Max("id"))["v"] or 0
+
+
+def _cached(name: str, version: int, compute: Any) -> Any:
+    key = f"uplift:dash:{current_workspace_id()}:{version}:{name}"
+    value = cache.get(key)
+    if value is None:
+        value = compute()
+        cache.set(key, value, CACHE_SECONDS)
+    return value
+
+
+@dataclass(frozen=True)
+class Series:
+    """Monthly totals from the first to the last month with movements, with each month's starting MRR."""
+
+    months: dict[date, metrics.MonthTotals]
+    starting: dict[date, int]  # MRR at the end of the previous month
+    first: date | None
+    last: date | None
+
+    def month(self, month: date) -> metrics.MonthTotals:
+        return self.months.get(month) or metrics.MonthTotals(month=month)
+
+    def starting_mrr(self, month: date) -> int:
+        if self.first is None or month <= self.first:
+            return 0
+        if self.last is not None and month > self.last:
+            last = self.months[self.last]
+            return self.starting[self.last] + last.net_cents
+        return self.starting[month]
+
+
+def _compute_series() -> Series:
+    rows = (
+        MrrMovement.objects.annotate(month=TruncMonth("occurred_at", tzinfo=UTC))
+        .values("month", "kind", "expansion_type")
+        .annotate(total=Sum(F("mrr_after_cents") - F("mrr_before_cents")), accounts=Count("customer_id", distinct=True))
+        .order_by()
+    )
+    months: dict[date, metrics.MonthTotals] = {}
+    for row in rows:
+        month = row["month"].date()
+        totals = months.setdefault(month, metrics.MonthTotals(month=month))
+        # Magnitudes by the kind's sign, so ending = start + Σ deltas holds exactly whatever the data.
+        totals.by_kind[row["kind"]] += metrics.KIND_SIGN[row["kind"]] * row["total"]
+        if row["kind"] == MrrMovement.Kind.EXPANSION:
+            key = row["expansion_type"]
+            totals.type_mrr[key] = totals.type_mrr.get(key, 0) + row["total"]
+            totals.type_accounts[key] = totals.type_accounts.get(key, 0) + row["accounts"]
+    if not months:
+        return Series(months={}, starting={}, first=None, last=None)
+    first, last = min(months), max(months)
+    starting: dict[date, int] = {}
+    running = 0
+    for month in metrics.months_between(first, last):
+        starting[month] = running
+        months.setdefault(month, metrics.MonthTotals(month=month))
+        running += months[month].net_cents
+    return Series(months=months, starting=starting, first=first, last=last)
+
+
+def series(version: int | None = None) -> Series:
+    """The workspace's monthly rollup of the ledger (cached per ledger version)."""
+    return _cached("series", ledger_version() if version is None else version, _compute_series)
+
+
+def _type_accounts(first: date, last: date) -> dict[str, int]:
+    start, end = _bounds(first, last)
+    rows = (
+        MrrMovement.objects.filter(kind=MrrMovement.Kind.EXPANSION, occurred_at__gte=start, occurred_at__lt=end)
+        .values("expansion_type")
+        .annotate(accounts=Count("customer_id", distinct=True))
+        .order_by()
+    )
+    return {row["expansion_type"]: row["accounts"] for row in rows}
+
+
+def _cohort(first: date, last: date) -> metrics.Cohort:
+    start, end = _bounds(first, last)
+
+    def mrr_before(moment: datetime) -> Subquery:
+        latest = MrrMovement.objects.filter(customer_id=OuterRef("pk"), occurred_at__lt=moment)
+        return Subquery(latest.order_by("-occurred_at", "-pk").values("mrr_after_cents")[:1])
+
+    totals = (
+        Customer.objects.annotate(at_start=mrr_before(start), at_end=mrr_before(end))
+        .filter(at_start__gt=0)
+        .aggregate(
+            customers=Count("pk"),
+            start_cents=Sum("at_start"),
+            end_cents=Sum("at_end"),
+            retained=Sum(Least("at_start", "at_end")),
+        )
+    )
+    return metrics.Cohort(
+        customers=totals["customers"],
+        start_cents=totals["start_cents"] or 0,
+        end_cents=totals["end_cents"] or 0,
+        retained_cents=totals["retained"] or 0,
+    )
+
+
+def period(first: date, last: date, version: int | None = None) -> metrics.PeriodFigures:
+    """Revenue figures of the months `first`..`last` (both included)."""
+    version = ledger_version() if version is None else version
+    rollup = series(version)
+    months = [rollup.month(m) for m in metrics.months_between(first, last)]
+    if len(months) == 1:
+        type_accounts = months[0].type_accounts
+        cohort = None
+    else:
+        key = f"{first:%Y%m}-{last:%Y%m}"
+        type_accounts = _cached(f"types:{key}", version, lambda: _type_accounts(first, last))
+        cohort = _cached(f"cohort:{key}", version, lambda: _cohort(first, last))
+    return metrics.period_figures(
+        starting_mrr_cents=rollup.starting_mrr(first), months=months, type_accounts=type_accounts, cohort=cohort
+    )
+
+
+def trend(last: date, count: int, version: int | None = None) -> list[metrics.PeriodFigures]:
+    """One month's figures for each of the `count` months ending with `last`."""
+    rollup = series(ledger_version() if version is None else version)
+    out = []
+    for month in metrics.months_between(metrics.add_months(last, 1 - count), last):
+        totals = rollup.month(month)
+        out.append(
+            metrics.period_figures(
+                starting_mrr_cents=rollup.starting_mrr(month), months=[totals], type_accounts=totals.type_accounts
+            )
+        )
+    return out
+
+
+# Offers: conversion, revenue impact, lift ---------------------------------------------------------
+
+
+def _opportunity_outcomes(first: date, last: date) -> list[metrics.OpportunityOutcome]:
+    start, end = _bounds(first, last)
+    accepted_steps = OpportunityStep.objects.filter(
+        opportunity=OuterRef("pk"), outcome=OpportunityStep.Outcome.ACCEPTED
+    ).order_by("outcome_at")
+    rows = (
+        Opportunity.objects.filter(created_at__gte=start, created_at__lt=end)
+        .annotate(
+            sent=Exists(Delivery.objects.filter(step__opportunity=OuterRef("pk"), sent_at__isnull=False)),
+            clicked=Exists(
+                OpportunityStep.objects.filter(
+                    opportunity=OuterRef("pk"),
+                    outcome__in=(OpportunityStep.Outcome.CLICKED, OpportunityStep.Outcome.ACCEPTED),
+                )
+            )
+            | Exists(Delivery.objects.filter(step__opportunity=OuterRef("pk"), clicked_at__isnull=False)),
+            accepted_at=Subquery(accepted_steps.values("outcome_at")[:1]),
+        )
+        .values("rule__name", "status", "created_at", "updated_at", "sent", "clicked", "accepted_at")
+    )
+    out = []
+    for row in rows:
+        accepted = row["accepted_at"] is not None or row["status"] == Opportunity.Status.ACCEPTED
+        at = row["accepted_at"] or (row["updated_at"] if accepted else None)
+        out.append(
+            metrics.OpportunityOutcome(
+                key=row["rule__name"],
+                sent=row["sent"],
+                clicked=row["clicked"],
+                accepted=accepted,
+                seconds_to_accept=(at - row["created_at"]).total_seconds() if at else None,
+            )
+        )
+    return out
+
+
+def conversion_by_trigger(first: date, last: date) -> list[metrics.ConversionRow]:
+    """Sent → clicked → accepted for the opportunities each trigger opened in the period."""
+    return metrics.conversion(_opportunity_outcomes(first, last))
+
+
+@dataclass(frozen=True)
+class ImpactRow:
+    key: str
+    accounts: int
+    movements: int
+    mrr_cents: int
+
+
+@dataclass(frozen=True)
+class RevenueImpact:
+    attributed_cents: int
+    expansion_cents: int
+    share: Decimal | None
+    by_trigger: tuple[ImpactRow, ...]
+    by_offer: tuple[ImpactRow, ...]
+    by_variant: tuple[ImpactRow, ...]
+
+
+def _attributed(first: date, last: date) -> QuerySet[MrrMovement]:
+    start, end = _bounds(first, last)
+    return MrrMovement.objects.filter(
+        Q(attributed_offer_id__isnull=False) | Q(attributed_opportunity_id__isnull=False),
+        kind=MrrMovement.Kind.EXPANSION,
+        occurred_at__gte=start,
+        occurred_at__lt=end,
+    )
+
+
+def _impact_rows(first: date, last: date, field: str) -> tuple[ImpactRow, ...]:
+    rows = (
+        _attributed(first, last)
+        .values(field)
+        .annotate(
+            accounts=Count("customer_id", distinct=True),
+            movements=Count("pk"),
+            mrr=Sum(F("mrr_after_cents") - F("mrr_before_cents")),
+        )
+        .order_by("-mrr", field)
+    )
+    return tuple(
+        ImpactRow(
+            key="" if row[field] is None else str(row[field]),
+            accounts=row["accounts"],
+            movements=row["movements"],
+            mrr_cents=row["mrr"],
+        )
+        for row in rows
+    )
+
+
+def revenue_impact(figures: metrics.PeriodFigures, version: int | None = None) -> RevenueImpact:
+    """Expansion MRR the ledger attributes to our offers, by trigger, offer and variant."""
+    first, last = figures.first_month, figures.last_month
+
+    def compute() -> tuple[tuple[ImpactRow, ...], ...]:
+        return tuple(
+            _impact_rows(first, last, name)
+            for name in ("attributed_trigger", "attributed_offer_id", "attributed_variant")
+        )
+
+    version = ledger_version() if version is None else version
+    by_trigger, by_offer, by_variant = _cached(f"impact:{first:%Y%m}-{last:%Y%m}", version, compute)
+    attributed = sum(row.mrr_cents for row in by_trigger)
+    return RevenueImpact(
+        attributed_cents=attributed,
+        expansion_cents=figures.expansion_cents,
+        share=metrics.percent(attributed, figures.expansion_cents),
+        by_trigger=by_trigger,
+        by_offer=by_offer,
+        by_variant=by_variant,
+    )
+
+
+@dataclass(frozen=True)
+class HoldoutLift:
+    conversion: metrics.Lift | None
+    expansion_per_customer: metrics.Lift | None
+
+
+def holdout_groups() -> tuple[list[int], list[int]] | None:
+    """(customers who could receive offers, held-out customers), or None while no holdout is assigned.
+
+    The offers app owns holdout assignment; until it exists this returns None and the dashboard
+    says so. Connect it here (docs/metrics.md, "Lift").
+    """
+    return None
+
+
+def lift(first: date, last: date, treated_ids: list[int], holdout_ids: list[int]) -> HoldoutLift:
+    """Lift of the treated group over the holdout: share of customers expanding, expansion cents per customer."""
+    start, end = _bounds(first, last)
+    expansion = dict(
+        MrrMovement.objects.filter(
+            kind=MrrMovement.Kind.EXPANSION,
+            occurred_at__gte=start,
+            occurred_at__lt=end,
+            customer_id__in=[*treated_ids, *holdout_ids],
+        )
+        .values("customer_id")
+        .annotate(total=Sum(F("mrr_after_cents") - F("mrr_before_cents")))
+        .order_by()
+        .values_list("customer_id", "total")
+    )
+    treated = [int(expansion.get(pk, 0)) for pk in treated_ids]
+    holdout = [int(expansion.get(pk, 0)) for pk in holdout_ids]
+    return HoldoutLift(
+        conversion=metrics.conversion_lift(
+            treated_n=len(treated),
+            treated_converted=sum(1 for v in treated if v > 0),
+            holdout_n=len(holdout),
+            holdout_converted=sum(1 for v in holdout if v > 0),
+        ),
+        expansion_per_customer=metrics.mean_lift(treated, holdout),
+    )
+
+
+def holdout_lift(first: date, last: date) -> HoldoutLift | None:
+    """Lift for the workspace's holdout assignment, when there is one."""
+    groups = holdout_groups()
+    return lift(first, last, *groups) if groups else None
+
+
+# Opportunities and the customer timeline -----------------------------------------------------------
+
+OPPORTUNITY_SORTS = {
+    "uplift": ("-estimated_uplift_cents", "-created_at", "-pk"),
+    "mrr": ("-customer__mrr_cents", "-estimated_uplift_cents", "-pk"),
+    "newest": ("-created_at", "-pk"),
+    "oldest": ("created_at", "pk"),
+    "account": ("customer__name", "customer__external_id", "-pk"),
+}
+LIVE_STATUSES = (Opportunity.Status.OPEN, Opportunity.Status.OFFERED)
+
+
+@dataclass(frozen=True)
+class OpportunityFilter:
+    status: str = "live"  # "live" (open + offered), "all", or one Opportunity.Status
+    rule_id: int | None = None
+    q: str = ""
+    sort: str = "uplift"
+
+
+def opportunities(filters: OpportunityFilter, limit: int = 50) -> QuerySet[Opportunity]:
+    """Opportunities matching the dashboard's filters, with the latest message stage."""
+    qs = Opportunity.objects.select_related("customer", "rule", "target_plan").annotate(
+        stage=Subquery(
+            OpportunityStep.objects.filter(opportunity=OuterRef("pk"))
+            .order_by("-created_at", "-pk")
+            .values("stage")[:1]
+        )
+    )
+    if filters.status == "live":
+        qs = qs.filter(status__in=LIVE_STATUSES)
+    elif filters.status in Opportunity.Status.values:
+        qs = qs.filter(status=filters.status)
+    if filters.rule_id:
+        qs = qs.filter(rule_id=filters.rule_id)
+    if filters.q:
+        qs = qs.filter(
+            Q(customer__name__icontains=filters.q)
+            | Q(customer__external_id__icontains=filters.q)
+            | Q(signal__icontains=filters.q)
+        )
+    return qs.order_by(*OPPORTUNITY_SORTS.get(filters.sort, OPPORTUNITY_SORTS["uplift"]))[:limit]
+
+
 def top_opportunities(limit: int = 10) -> QuerySet[Opportunity]:
     """Live opportunities with the largest estimated uplift."""
-    return (
-        Opportunity.objects.select_related("customer", "rule", "target_plan")
-        .filter(status__in=(Opportunity.Status.OPEN, Opportunity.Status.OFFERED))
-        .order_by("-estimated_uplift_cents", "-created_at")[:limit]
+    return opportunities(OpportunityFilter(), limit=limit)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    kind: str  # event, opportunity, message, movement
+    title: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    customer: Customer
+    entries: list[TimelineEntry]
+    meters: list[Meter]
+
+
+def customer_timeline(customer: Customer, limit: int = 200) -> Timeline:
+    """Everything that happened to one customer, newest first: events, opportunities, messages, movements."""
+    entries: list[TimelineEntry] = []
+    for event in Event.objects.filter(customer=customer).order_by("-timestamp")[:limit]:
+        entries.append(TimelineEntry(event.timestamp, "event", event.event or event.type, _props(event.properties)))
+    opps = list(Opportunity.objects.filter(customer=customer).select_related("rule").order_by("-created_at")[:limit])
+    for opp in opps:
+        entries.append(TimelineEntry(opp.created_at, "opportunity", opp.rule.name, f"{opp.signal} · {opp.status}"))
+    steps = OpportunityStep.objects.filter(opportunity__in=opps).select_related("delivery", "opportunity__rule")
+    for step in steps:
+        delivery = getattr(step, "delivery", None)
+        at = (delivery.sent_at if delivery and delivery.sent_at else None) or step.due_at
+        status = delivery.status if delivery else step.status
+        outcome = f" → {step.outcome}" if step.outcome else ""
+        entries.append(TimelineEntry(at, "message", f"{step.channel} at stage {step.stage}", f"{status}{outcome}"))
+    for move in MrrMovement.objects.filter(customer=customer).order_by("-occurred_at")[:limit]:
+        kind = move.kind + (f" ({move.expansion_type})" if move.expansion_type else "")
+        change = f"{cents(move.mrr_before_cents)} → {cents(move.mrr_after_cents)}"
+        entries.append(TimelineEntry(move.occurred_at, "movement", kind, change))
+    entries.sort(key=lambda e: e.at, reverse=True)
+    meters = list(Meter.objects.filter(customer=customer).order_by("key", "-period")[:limit])
+    return Timeline(customer=customer, entries=entries[:limit], meters=meters)
+
+
+def _props(properties: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in list(properties.items())[:5])
+
+
+# The whole dashboard ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    selection: Selection
+    figures: metrics.PeriodFigures
+    trend: list[metrics.PeriodFigures]
+    conversion: list[metrics.ConversionRow]
+    impact: RevenueImpact
+    lift: HoldoutLift | None
+
+
+def dashboard(selection: Selection) -> Dashboard:
+    """Every figure of the dashboard for the selected month or range (one ledger version throughout)."""
+    version = ledger_version()
+    figures = period(selection.first, selection.last, version)
+    return Dashboard(
+        selection=selection,
+        figures=figures,
+        trend=trend(selection.last, selection.trend_months, version),
+        conversion=conversion_by_trigger(selection.first, selection.last),
+        impact=revenue_impact(figures, version),
+        lift=holdout_lift(selection.first, selection.last),
     )

@@ -4,13 +4,18 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import access
+from expansion import api as expansion_api
 from expansion import views
 from offers.urls import api_urlpatterns as offers_api
 from triggers.urls import api_urlpatterns as triggers_api
 from triggers.urls import page_urlpatterns as triggers_pages
 
 dashboard_patterns = (
-    [path("", views.home, name="home")],
+    [
+        path("", views.home, name="home"),
+        path("export/<slug:table>.csv", views.export, name="export"),
+        path("customers/<int:customer_id>/", views.customer_timeline, name="customer"),
+    ],
     "dashboard",
 )
 
@@ -34,4 +39,6 @@ urlpatterns = [
     ),
     *triggers_api,
     *offers_api,
+    path("v1/metrics", expansion_api.MetricsView.as_view(), name="api-metrics"),
+    path("v1/opportunities", expansion_api.OpportunitiesView.as_view(), name="api-opportunities"),
 ]
