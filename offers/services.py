@@ -10,6 +10,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from accounts import email_headers
 from accounts.models import Contact, Workspace
 from billing.models import Subscription
 from billing.queries import current_subscription
@@ -105,10 +106,17 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
     delivery = Delivery.objects.select_related("step__opportunity__rule", "step__contact").get(pk=delivery_id)
     contact = delivery.step.contact
     assert contact is not None  # the engine suppresses steps without a contact
+    if not email_headers.is_deliverable_address(contact.email):
+        # A malformed or header-injecting address (it comes from ingested traits) can never be sent;
+        # raising would release the claim and let the sweeper retry it forever.
+        Delivery.objects.filter(pk=delivery_id).update(
+            status=Delivery.Status.FAILED, suppressed_reason="invalid email address"
+        )
+        return False
     values = message_values(opportunity=delivery.step.opportunity, contact=contact, delivery_id=delivery.pk)
     email = rendering.render_usage_upsell_email(values)
     message = EmailMultiAlternatives(
-        subject=email.subject,
+        subject=email_headers.header_value(email.subject, max_length=998),
         body=email.text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[contact.email],

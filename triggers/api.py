@@ -47,6 +47,8 @@ def read_json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(status_code=400, code="malformed_json", message=f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deep enough to exhaust the parser's stack: a 400, not a 500
+        raise ApiError(status_code=400, code="malformed_json", message="The body is nested too deeply.") from exc
 
 
 class _IngestView(WriteKeyAPIView):

@@ -1,0 +1,124 @@
+"""A two-tenant world with real rows in every tenant table, and a checksum of those tables.
+
+Workspace A owns a customer, a contact, meters, an opportunity with its steps, an email delivery and
+an in-app delivery (so every id a route can take exists); workspace B is a second founder with keys.
+Tests call routes as B with A's ids and compare checksums before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import ApiKey, Contact, Customer, Membership, User, Workspace
+from accounts.tenancy import tenant_scope
+from offers import links
+from offers import services as offer_services
+from offers.models import Delivery
+from tests.conftest import Tenant, email_marketing_catalog, make_tenant, subscribe
+from triggers import services as trigger_services
+from triggers.models import OpportunityStep
+
+# Strings that exist only in workspace A: none may appear in a response served to B.
+A_MARKERS = ("acme-secret-co", "Acme Secret Co", "secret-contact@acme-a.example", "Maya Secretperson")
+
+
+@dataclass
+class World:
+    a: Tenant
+    b: Tenant
+    ids: dict[str, Any] = field(default_factory=dict)  # A's real ids by name: customer, contact, delivery…
+
+    def a_markers(self) -> tuple[str, ...]:
+        with tenant_scope(self.a.workspace):
+            key_ids = tuple(ApiKey.objects.values_list("key_id", flat=True))
+        return (*A_MARKERS, *key_ids)
+
+
+def _post_json(client: Client, path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    body = {"messageId": f"seed-{uuid.uuid4()}", **body}
+    response = client.post(path, json.dumps(body), content_type="application/json", **headers)
+    assert response.status_code == 200, response.content
+
+
+def seed_usage(tenant: Tenant, *, group_id: str, company: str, user_id: str, email: str, name: str) -> None:
+    """Ingest a contact, a company on Starter and 90% usage for `tenant`, then evaluate and deliver."""
+    catalog = email_marketing_catalog(tenant.workspace)
+    api, auth = Client(), tenant.basic()
+    _post_json(api, "/v1/identify", {"userId": user_id, "traits": {"email": email, "name": name}}, auth)
+    _post_json(api, "/v1/group", {"userId": user_id, "groupId": group_id, "traits": {"name": company}}, auth)
+    subscribe(tenant.workspace, catalog.starter, group_id)
+    usage = {
+        "userId": user_id,
+        "context": {"groupId": group_id},
+        "event": "List Size Reported",
+        "properties": {"subscribers": 900},
+    }
+    _post_json(api, "/v1/track", usage, auth)
+    now = timezone.now()
+    with tenant_scope(tenant.workspace):
+        customer = Customer.objects.get(external_id=group_id)
+        for step_id in trigger_services.evaluate_customer(customer_id=customer.pk, now=now):
+            offer_services.deliver_step(step_id=step_id, now=now)
+
+
+def build_world() -> World:
+    """Two signed-up tenants; A has data in every tenant table, B a little of its own."""
+    a, b = make_tenant("alpha"), make_tenant("bravo")
+    seed_usage(
+        a, group_id="acme-secret-co", company="Acme Secret Co", user_id="maya-a", email="secret-contact@acme-a.example",
+        name="Maya Secretperson",
+    )  # fmt: skip
+    seed_usage(b, group_id="bolt", company="Bolt", user_id="bob-b", email="bob@bolt-b.example", name="Bob Bolt")
+    world = World(a=a, b=b)
+    with tenant_scope(a.workspace):
+        email_delivery = Delivery.objects.get(step__channel=OpportunityStep.Channel.EMAIL)
+        prompt_delivery = Delivery.objects.get(step__channel=OpportunityStep.Channel.IN_APP)
+        world.ids = {
+            "workspace": a.workspace.pk,
+            "customer": Customer.objects.get().pk,
+            "customer_external": "acme-secret-co",
+            "contact": Contact.objects.get().pk,
+            "contact_external": "maya-a",
+            "api_key": ApiKey.objects.filter(kind="secret").first().pk,  # type: ignore[union-attr]
+            "delivery": email_delivery.pk,
+            "prompt_delivery": prompt_delivery.pk,
+            "step": email_delivery.step_id,
+            "opportunity": email_delivery.step.opportunity_id,
+            "upgrade_token": links.upgrade_token(email_delivery.pk),
+        }
+    with tenant_scope(b.workspace):
+        world.ids["b_delivery"] = Delivery.objects.filter(step__channel=OpportunityStep.Channel.EMAIL).get().pk
+    # First use stamps a key's last_used_at; do it now so later calls as B change no row.
+    for headers in (b.basic(), b.bearer()):
+        Client().get("/v1/prompts", {"userId": "nobody"}, **headers)
+    return world
+
+
+def tenant_models() -> list[type[models.Model]]:
+    """Every model holding tenant data, plus the tables that define tenants and founders."""
+    found: list[type[models.Model]] = [Workspace, Membership, User]
+    for model in apps.get_models():
+        if any(f.name == "workspace" for f in model._meta.fields) and model not in found:
+            found.append(model)
+    return found
+
+
+def tenant_checksum(workspace_id: int | None = None) -> dict[str, str]:
+    """A digest per tenant table (of one workspace's rows when given): any insert/update/delete shows."""
+    digests: dict[str, str] = {}
+    for model in tenant_models():
+        rows = model._base_manager.order_by("pk")
+        if workspace_id is not None and any(f.name == "workspace" for f in model._meta.fields):
+            rows = rows.filter(workspace_id=workspace_id)
+        payload = json.dumps(list(rows.values()), default=str, sort_keys=True)
+        digests[model._meta.label] = hashlib.sha256(payload.encode()).hexdigest()
+    return digests
