@@ -58,10 +58,10 @@ class ThrottledLoginView(auth_views.LoginView):
         return super().form_invalid(form)
 
     def _locked(self, wait: int) -> HttpResponse:
-        form = self.get_form_class()(self.request)
         minutes = max(1, (wait + 59) // 60)
-        form.add_error(None, f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
-        response = self.render_to_response(self.get_context_data(form=form), status=429)
+        message = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        context = self.get_context_data(form=self.get_form_class()(self.request), locked_message=message)
+        response = self.render_to_response(context, status=429)
         response["Retry-After"] = str(wait)
         return response
 

@@ -54,8 +54,9 @@ def seed_usage(tenant: Tenant, *, group_id: str, company: str, user_id: str, ema
     catalog = email_marketing_catalog(tenant.workspace)
     api, auth = Client(), tenant.basic()
     _post_json(api, "/v1/identify", {"userId": user_id, "traits": {"email": email, "name": name}}, auth)
-    _post_json(api, "/v1/group", {"userId": user_id, "groupId": group_id, "traits": {"name": company}}, auth)
     subscribe(tenant.workspace, catalog.starter, group_id)
+    # After subscribe (which names the customer after its id): the product's own name wins.
+    _post_json(api, "/v1/group", {"userId": user_id, "groupId": group_id, "traits": {"name": company}}, auth)
     usage = {
         "userId": user_id,
         "context": {"groupId": group_id},
@@ -122,3 +123,19 @@ def tenant_checksum(workspace_id: int | None = None) -> dict[str, str]:
         payload = json.dumps(list(rows.values()), default=str, sort_keys=True)
         digests[model._meta.label] = hashlib.sha256(payload.encode()).hexdigest()
     return digests
+
+
+def clear_throttles() -> None:
+    """Forget brute-force counters so one test's failed logins or bad keys do not lock out the next."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    if not settings.REDIS_URL:
+        cache.clear()
+        return
+    import redis
+
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    stale = list(connection.scan_iter(match="*uplift:throttle:*", count=1000))
+    if stale:
+        connection.delete(*stale)

@@ -1,4 +1,4 @@
-"""Isolation matrix: every route × every method, called as workspace B with workspace A's real ids.
+"""Isolation matrix: every route and every method, called as workspace B with workspace A's real ids.
 
 MATRIX names every route of the URLconf. Adding a route without a row here fails
 `test_every_route_is_in_the_matrix`, so each new route forces a decision about who may call it and
