@@ -134,7 +134,7 @@ CELERY_BEAT_SCHEDULE = {
 
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
-EMAIL_TIMEOUT = 10
+EMAIL_TIMEOUT = int(os.environ.get("UPLIFT_EMAIL_TIMEOUT", "10"))  # seconds; a stalled SMTP server is retried
 if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 else:

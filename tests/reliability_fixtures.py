@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db import models
 from django.test import Client
 from django.utils import timezone
@@ -24,6 +28,7 @@ from offers import links
 from offers import services as offer_services
 from offers.models import Delivery
 from tests.conftest import Tenant, email_marketing_catalog, make_tenant, subscribe
+from tests.harness import free_port, wait_until
 from triggers import services as trigger_services
 from triggers.models import OpportunityStep
 
@@ -139,3 +144,126 @@ def clear_throttles() -> None:
     stale = list(connection.scan_iter(match="*uplift:throttle:*", count=1000))
     if stale:
         connection.delete(*stale)
+
+
+# --- real processes for fault tests ----------------------------------------------------------------
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port (never the shared one), restartable, no persistence."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._pings, timeout=20, interval=0.1, what="private redis-server")
+        return self
+
+    def _pings(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
+
+    def kill9(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        """Crash it (everything queued in it is lost) and start an empty one on the same port."""
+        self.kill9()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def broker_app(redis_url: str):  # type: ignore[no-untyped-def]
+    """A Celery client for a private broker: publishes tasks by name, like the sweepers' beat would."""
+    from celery import Celery
+
+    app = Celery("uplift-faults", broker=redis_url, set_as_current=False)
+    app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    app.conf.broker_connection_retry_on_startup = True
+    return app
+
+
+def seed_due_customers(tenant: Tenant, count: int) -> tuple[list[int], dict[str, str]]:
+    """`count` customers on Starter at 90% of their limit, each with a contact; ingested directly (no publish).
+
+    Returns the pending outbox row ids and the expected recipient per customer external id.
+    """
+    from accounts.services import upsert_contact, upsert_customer
+    from billing.services import start_subscription
+    from triggers import segment
+    from triggers.ingest import ingest
+
+    catalog = email_marketing_catalog(tenant.workspace)
+    now = timezone.now()
+    recipients: dict[str, str] = {}
+    items = []
+    with tenant_scope(tenant.workspace):
+        for n in range(count):
+            group_id, email = f"co-{n}", f"owner-{n}@co-{n}.example"
+            customer = upsert_customer(workspace=tenant.workspace, external_id=group_id, name=f"Company {n}")
+            upsert_contact(workspace=tenant.workspace, external_id=f"u-{n}", customer=customer, email=email)
+            start_subscription(customer=customer, plan=catalog.starter, now=now)
+            recipients[group_id] = email
+            items.append(
+                {
+                    "type": "track",
+                    "messageId": f"usage-{n}",
+                    "userId": f"u-{n}",
+                    "context": {"groupId": group_id},
+                    "event": "List Size Reported",
+                    "properties": {"subscribers": 900},
+                }
+            )
+        validated = segment.validate_batch(items, now)
+        assert not validated.errors, validated.errors
+        result = ingest(workspace=tenant.workspace, events=validated.events, now=now)
+    return list(result.evaluation_request_ids), recipients
+
+
+def expire_leases(*, claimed_before: datetime) -> None:
+    """Let time pass for the sweepers: rows a dead worker held, and rows waiting, look old enough to redo.
+
+    Only claims taken before `claimed_before` (when the last worker died) are aged, so a live worker's
+    claim is never stolen; aging pending rows is safe because claiming them is atomic.
+    """
+    from datetime import timedelta
+
+    from django.db.models import F
+
+    from offers.models import Delivery
+    from triggers.models import EvaluationRequest
+
+    age = timedelta(minutes=10)
+    EvaluationRequest.all_workspaces.filter(done_at__isnull=True, claimed_at__lt=claimed_before).update(
+        claimed_at=F("claimed_at") - age
+    )
+    EvaluationRequest.all_workspaces.filter(done_at__isnull=True, claimed_at__isnull=True).update(
+        created_at=F("created_at") - age
+    )
+    OpportunityStep.all_workspaces.filter(status=OpportunityStep.Status.DUE).update(created_at=F("created_at") - age)
+    Delivery.all_workspaces.filter(status=Delivery.Status.PENDING).update(created_at=F("created_at") - age)
+    Delivery.all_workspaces.filter(status=Delivery.Status.SENDING, claimed_at__lt=claimed_before).update(
+        claimed_at=F("claimed_at") - age, created_at=F("created_at") - age
+    )
