@@ -139,14 +139,14 @@ def test_kill9_worker_repeatedly_during_evaluation_and_delivery_sends_every_emai
     app = broker_app(private_redis.url)
     for request_id in request_ids:
         app.send_task("triggers.evaluate_customer", args=(tenant.workspace.pk, request_id))
-    rng = random.Random(8)  # noqa: S311 -- reproducible kill timing
+    rng = random.Random(8)
     kills = 0
-    worker = start_worker(private_redis.url, sink.port, "kill9")
-    for _ in range(4):
+    worker = start_worker(private_redis.url, sink.port, "kill9-0")
+    for n in range(1, 5):
         time.sleep(rng.uniform(0.2, 0.9))
         worker.kill9()
         kills += 1
-        worker = start_worker(private_redis.url, sink.port, "kill9")
+        worker = start_worker(private_redis.url, sink.port, f"kill9-{n}")
     last_death = timezone.now()
     try:
         sweep_until_done(app, tenant.workspace.pk, customers, last_death, timeout=120)
