@@ -29,7 +29,8 @@ from accounts.tenancy import tenant_scope
 from offers.models import Delivery
 from tests.conftest import _test_database_url, make_tenant
 from tests.harness import ARTIFACTS, WorkerProcess, free_port, wait_until
-from tests.reliability_fixtures import RedisServer, broker_app, expire_leases, seed_due_customers
+from tests.processes import RedisServer
+from tests.reliability_fixtures import broker_app, expire_leases, seed_due_customers
 from triggers.models import EvaluationRequest, Opportunity, OpportunityStep
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

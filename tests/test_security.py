@@ -336,3 +336,16 @@ def test_audit_service_records_non_human_actors(tenant_a):
         )  # fmt: skip
         assert (entry.actor_id, entry.actor_label, entry.created_at) == (None, "stripe", now)
         assert AuditEntry.objects.get(pk=entry.pk).target_id == str(key.pk)  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db
+def test_a_cache_outage_skips_the_brakes_instead_of_failing_logins_and_the_api(tenant_a):
+    from tests.harness import free_port
+
+    dead = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}  # fmt: skip
+    with override_settings(CACHES=dead):
+        assert login(Client(), tenant_a.user.email, "wrong password").status_code == 200
+        assert login(Client(), tenant_a.user.email, PASSWORD).status_code == 302
+        assert Client().get("/v1/prompts", {"userId": "u"}, **tenant_a.basic()).status_code == 200
+        bad = Client().get("/v1/prompts", {"userId": "u"}, **tenant_a.basic(f"upl_wk_{'a' * 12}_{'B' * 32}"))
+        assert bad.status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import current_app, shared_task
@@ -10,6 +11,8 @@ from django.utils import timezone
 
 from accounts.tenancy import tenant_task
 from triggers import services
+
+logger = logging.getLogger(__name__)
 
 # Deliveries live in the offers app, above this one; we address its task by name only.
 DELIVER_TASK = "offers.deliver_step"
@@ -20,7 +23,14 @@ def publish_evaluations(workspace_id: int, request_ids: list[int]) -> None:
 
     def publish() -> None:
         for request_id in request_ids:
-            evaluate_customer.delay(workspace_id, request_id)
+            try:
+                evaluate_customer.delay(workspace_id, request_id)
+            except Exception:
+                # The broker is down. The events are committed and acknowledged; the outbox row is the
+                # record and the sweeper publishes it later. Failing here would turn a stored batch into
+                # a 500 the client retries for nothing.
+                logger.warning("publish of evaluation %s failed; the sweeper will retry", request_id, exc_info=True)
+                return
 
     transaction.on_commit(publish)
 
