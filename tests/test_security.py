@@ -349,3 +349,33 @@ def test_a_cache_outage_skips_the_brakes_instead_of_failing_logins_and_the_api(t
         assert Client().get("/v1/prompts", {"userId": "u"}, **tenant_a.basic()).status_code == 200
         bad = Client().get("/v1/prompts", {"userId": "u"}, **tenant_a.basic(f"upl_wk_{'a' * 12}_{'B' * 32}"))
         assert bad.status_code == 401
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_pages_run_under_the_csp_without_violations_in_a_real_browser(live_server):
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import make_tenant
+
+    make_tenant("cspcheck")
+    violations: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        page = browser.new_page()
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.fill("input[name=username]", "founder@cspcheck.example")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/dashboard/")
+        assert page.evaluate("typeof window.htmx") == "object"  # the script loaded under script-src 'self'
+        page.goto(f"{live_server.url}/accounts/settings/keys/")
+        app_violations = list(violations)
+        page.goto(f"{live_server.url}/api/docs/")
+        page.wait_for_selector("#swagger-ui .info", timeout=20_000)  # Swagger UI's JS ran (split view)
+        browser.close()
+    assert app_violations == []
