@@ -11,7 +11,6 @@ from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import access, throttle
@@ -101,11 +100,15 @@ class WorkspaceAPIView(APIView):
         if api_key.last_used_at is None or (timezone.now() - api_key.last_used_at).total_seconds() > 60:
             ApiKey.all_workspaces.filter(pk=api_key.pk).update(last_used_at=timezone.now())
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        token = self.__dict__.pop("_scope_token", None)
-        if token is not None:
-            _current_workspace_id.reset(token)
-        return super().finalize_response(request, response, *args, **kwargs)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        # Reset in `finally`: on an unhandled exception DRF re-raises without finalize_response, and a
+        # scope left bound would follow the thread into its next request (found by tests/test_security.py).
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            token = self.__dict__.pop("_scope_token", None)
+            if token is not None:
+                _current_workspace_id.reset(token)
 
 
 class WriteKeyAPIView(WorkspaceAPIView):
