@@ -6,14 +6,14 @@ import base64
 import json
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import access
+from accounts import access, throttle
 from accounts.models import ApiKey
 from accounts.services import authenticate_key
 from accounts.tenancy import _current_workspace_id
@@ -43,8 +43,15 @@ class _KeyAuthentication(authentication.BaseAuthentication):
             raw = self.body_key(request)
         if raw is None:
             raise exceptions.NotAuthenticated("An API key is required (HTTP Basic username or Bearer).")
+        ip = throttle.client_ip(request.META)
+        # Checked before the key, so a guesser that is blocked learns nothing even from a right guess.
+        if throttle.api_key_blocked(ip=ip):
+            raise exceptions.Throttled(
+                wait=settings.THROTTLE_WINDOW_SECONDS, detail="Too many invalid API keys from this address."
+            )
         api_key = authenticate_key(raw=raw, kind=self.kind)
         if api_key is None:
+            throttle.record_api_key_failure(ip=ip)
             raise exceptions.AuthenticationFailed("The API key is invalid or revoked.")
         return (None, api_key)
 
@@ -67,7 +74,8 @@ class WriteKeyAuthentication(_KeyAuthentication):
             return None
         try:
             body = json.loads(request._request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: absurdly nested JSON; the ingest parser answers it with a 400.
             return None
         key = body.get("writeKey") if isinstance(body, dict) else None
         return key if isinstance(key, str) else None
@@ -92,11 +100,15 @@ class WorkspaceAPIView(APIView):
         if api_key.last_used_at is None or (timezone.now() - api_key.last_used_at).total_seconds() > 60:
             ApiKey.all_workspaces.filter(pk=api_key.pk).update(last_used_at=timezone.now())
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        token = self.__dict__.pop("_scope_token", None)
-        if token is not None:
-            _current_workspace_id.reset(token)
-        return super().finalize_response(request, response, *args, **kwargs)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        # Reset in `finally`: on an unhandled exception DRF re-raises without finalize_response, and a
+        # scope left bound would follow the thread into its next request (found by tests/test_security.py).
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            token = self.__dict__.pop("_scope_token", None)
+            if token is not None:
+                _current_workspace_id.reset(token)
 
 
 class WriteKeyAPIView(WorkspaceAPIView):

@@ -130,3 +130,27 @@ class Contact(TenantModel):
     @property
     def first_name(self) -> str:
         return (self.name or "there").split(" ")[0]
+
+
+class AuditEntry(TenantModel):
+    """Who changed what in a workspace: keys, rules, offers, templates, Stripe settings. Append-only."""
+
+    # Kept when the founder's account is deleted: the trail must outlive the actor.
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # "founder@x.example", "api key upl_sk_abc…", "system": readable even after the actor is gone.
+    actor_label = models.CharField(max_length=255)
+    action = models.CharField(max_length=64)  # "<object>.<verb>", e.g. "api_key.created"
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=255, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"]),
+            models.Index(fields=["workspace", "target_type", "target_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.target_type}:{self.target_id}"

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 
 from accounts import keys
-from accounts.models import ApiKey, Contact, Customer, Membership, User, Workspace
+from accounts.models import ApiKey, AuditEntry, Contact, Customer, Membership, User, Workspace
 from accounts.tenancy import tenant_scope
 
 
@@ -28,24 +28,74 @@ def sign_up(*, email: str, password: str, workspace_name: str) -> tuple[User, Wo
     workspace = Workspace.objects.create(name=workspace_name)
     Membership.objects.create(workspace=workspace, user=user, role=Membership.Role.OWNER)
     with tenant_scope(workspace):
-        issue_api_key(workspace=workspace, kind=ApiKey.Kind.WRITE, name="Default write key")
+        issue_api_key(workspace=workspace, kind=ApiKey.Kind.WRITE, name="Default write key", actor=user)
     return user, workspace
 
 
-def issue_api_key(*, workspace: Workspace, kind: str, name: str = "") -> IssuedKey:
-    """Create a key; the plaintext exists only in the return value."""
+@transaction.atomic
+def issue_api_key(*, workspace: Workspace, kind: str, name: str = "", actor: User | None = None) -> IssuedKey:
+    """Create a key (audited); the plaintext exists only in the return value."""
     plaintext, parsed = keys.generate(kind)
     api_key = ApiKey.objects.create(
         workspace=workspace, kind=kind, name=name, key_id=parsed.key_id, secret_hash=keys.hash_secret(parsed.secret)
     )
+    audit(
+        workspace=workspace,
+        actor=actor,
+        action="api_key.created",
+        target=api_key,
+        target_label=api_key.display_prefix,
+        details={"kind": kind, "name": name},
+        now=api_key.created_at,
+    )
     return IssuedKey(api_key=api_key, plaintext=plaintext)
 
 
-def revoke_api_key(*, api_key: ApiKey, now: datetime) -> None:
-    """Revoke a key; idempotent."""
+@transaction.atomic
+def revoke_api_key(*, api_key: ApiKey, now: datetime, actor: User | None = None) -> None:
+    """Revoke a key (audited); idempotent."""
     if api_key.revoked_at is None:
         api_key.revoked_at = now
         api_key.save(update_fields=["revoked_at"])
+        audit(
+            workspace=api_key.workspace,
+            actor=actor,
+            action="api_key.revoked",
+            target=api_key,
+            target_label=api_key.display_prefix,
+            now=now,
+        )
+
+
+def audit(
+    *,
+    workspace: Workspace | int,
+    actor: User | str | None,
+    action: str,
+    now: datetime,
+    target: models.Model | None = None,
+    target_label: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append who did `action` to what in `workspace`; call it inside the change's transaction.
+
+    `actor` is the founder, or a label for a non-human actor ("api key upl_sk_…", "stripe", "system").
+    `details` must never hold secrets (keys, webhook secrets, tokens): the log is shown to members.
+    """
+    workspace_id = workspace if isinstance(workspace, int) else workspace.pk
+    user = actor if isinstance(actor, User) else None
+    label = actor.email if isinstance(actor, User) else (actor or "system")
+    return AuditEntry.all_workspaces.create(
+        workspace_id=workspace_id,
+        actor=user,
+        actor_label=label[:255],
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_label=(target_label or (str(target) if target is not None else ""))[:255],
+        details=details or {},
+        created_at=now,
+    )
 
 
 def authenticate_key(*, raw: str, kind: str) -> ApiKey | None:

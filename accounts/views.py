@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -10,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import access, services
+from accounts import access, services, throttle
 from accounts.forms import NewKeyForm, SignUpForm
 from accounts.models import ApiKey
 
@@ -30,7 +32,41 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 
-login_view = access.access(access.PUBLIC)(auth_views.LoginView.as_view(template_name="accounts/login.html"))
+class ThrottledLoginView(auth_views.LoginView):
+    """Django's login view with a lockout/backoff per account+IP (accounts/throttle.py)."""
+
+    template_name = "accounts/login.html"
+    # FormView treats PUT like POST; a login form is only ever POSTed.
+    http_method_names = ["get", "post", "head", "options"]
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        email = str(request.POST.get("username", ""))[:254]
+        wait = throttle.login_lock_seconds(email=email, ip=throttle.client_ip(request.META))
+        if wait:
+            return self._locked(wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        throttle.clear_login_failures(email=form.get_user().email, ip=throttle.client_ip(self.request.META))
+        return super().form_valid(form)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        email = str(self.request.POST.get("username", ""))[:254]
+        wait = throttle.record_login_failure(email=email, ip=throttle.client_ip(self.request.META))
+        if wait:
+            return self._locked(wait)
+        return super().form_invalid(form)
+
+    def _locked(self, wait: int) -> HttpResponse:
+        minutes = max(1, (wait + 59) // 60)
+        message = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        context = self.get_context_data(form=self.get_form_class()(self.request), locked_message=message)
+        response = self.render_to_response(context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
+
+
+login_view = access.access(access.PUBLIC)(ThrottledLoginView.as_view())
 logout_view = access.access(access.PUBLIC)(auth_views.LogoutView.as_view())
 
 
@@ -45,6 +81,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
             workspace=request.workspace,  # type: ignore[attr-defined]
             kind=form.cleaned_data["kind"],
             name=form.cleaned_data["name"],
+            actor=request.user,  # type: ignore[arg-type]
         )
         form = NewKeyForm()
     keys = ApiKey.objects.order_by("revoked_at", "-created_at")
@@ -55,6 +92,6 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 @require_POST
 def revoke_api_key(request: HttpRequest, key_id: int) -> HttpResponse:
     api_key = get_object_or_404(ApiKey, pk=key_id)
-    services.revoke_api_key(api_key=api_key, now=timezone.now())
+    services.revoke_api_key(api_key=api_key, now=timezone.now(), actor=request.user)  # type: ignore[arg-type]
     messages.success(request, f"Key {api_key.display_prefix} revoked.")
     return redirect("accounts:api-keys")

@@ -402,14 +402,8 @@ class OpportunityFilter:
 
 
 def opportunities(filters: OpportunityFilter, limit: int = 50) -> QuerySet[Opportunity]:
-    """Opportunities matching the dashboard's filters, with the latest message stage."""
-    qs = Opportunity.objects.select_related("customer", "rule", "target_plan").annotate(
-        stage=Subquery(
-            OpportunityStep.objects.filter(opportunity=OuterRef("pk"))
-            .order_by("-created_at", "-pk")
-            .values("stage")[:1]
-        )
-    )
+    """Opportunities matching the dashboard's filters (each carries the highest stage its signal reached)."""
+    qs = Opportunity.objects.select_related("customer", "rule", "target_plan")
     if filters.status == "live":
         qs = qs.filter(status__in=LIVE_STATUSES)
     elif filters.status in Opportunity.Status.values:

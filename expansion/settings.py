@@ -50,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "accounts.security.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -140,7 +141,7 @@ CELERY_BEAT_SCHEDULE["stripe-event-sweep"] = {
 
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
-EMAIL_TIMEOUT = 10
+EMAIL_TIMEOUT = int(os.environ.get("UPLIFT_EMAIL_TIMEOUT", "10"))  # seconds; a stalled SMTP server is retried
 if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 else:
@@ -180,6 +181,30 @@ SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Production behind TLS (UPLIFT_SECURE=1): HTTPS only, secure cookies, HSTS. `manage.py check --deploy`
+# is clean with these (tests/test_security.py). Off by default so the local demo works over http.
+UPLIFT_SECURE = env_bool("UPLIFT_SECURE", False)
+SECURE_SSL_REDIRECT = UPLIFT_SECURE
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancer probes speak plain http
+SESSION_COOKIE_SECURE = UPLIFT_SECURE
+CSRF_COOKIE_SECURE = UPLIFT_SECURE
+SECURE_HSTS_SECONDS = int(os.environ.get("UPLIFT_HSTS_SECONDS", "31536000")) if UPLIFT_SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("UPLIFT_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("UPLIFT_HSTS_PRELOAD", True)
+if env_bool("UPLIFT_BEHIND_PROXY", False):
+    # Only when a proxy we control sets this header: it decides whether a request counts as https.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Login brute-force protection (accounts/throttle.py): failures per account+IP before backoff starts,
+# the first lock, its cap, and a per-IP budget across accounts (password spraying).
+LOGIN_FREE_FAILURES = int(os.environ.get("UPLIFT_LOGIN_FREE_FAILURES", "5"))
+LOGIN_LOCK_BASE_SECONDS = 30
+LOGIN_LOCK_MAX_SECONDS = 15 * 60
+LOGIN_IP_FAILURES_PER_WINDOW = int(os.environ.get("UPLIFT_LOGIN_IP_FAILURES", "50"))
+# API key guessing: invalid keys per client IP per window before answering 429.
+API_KEY_FAILURES_PER_WINDOW = int(os.environ.get("UPLIFT_API_KEY_FAILURES", "30"))
+THROTTLE_WINDOW_SECONDS = 15 * 60
 
 # How long a signed upgrade link stays valid.
 UPGRADE_LINK_MAX_AGE = timedelta(days=int(os.environ.get("UPLIFT_UPGRADE_LINK_DAYS", "14")))

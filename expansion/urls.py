@@ -1,7 +1,7 @@
 """Every route of Uplift. Each view declares an access policy (see accounts/access.py)."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import access
 from expansion import api as expansion_api
@@ -34,7 +34,7 @@ urlpatterns = [
     ),
     path(
         "api/docs/",
-        access.access(access.PUBLIC)(SpectacularSwaggerView.as_view(url_name="api-schema")),
+        access.access(access.PUBLIC)(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
         name="api-docs",
     ),
     *triggers_api,

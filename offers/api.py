@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -52,6 +52,11 @@ def _user_id(value: object) -> str:
     user_id = value.strip() if isinstance(value, str) else ""
     if not user_id:
         raise ApiError(status_code=400, code="invalid", message="userId is required.", details=[{"field": "userId"}])
+    if "\x00" in user_id or len(user_id) > 255:
+        # PostgreSQL cannot compare a string holding NUL: without this the query is a 500 (fuzzer).
+        raise ApiError(
+            status_code=400, code="invalid", message="userId is not a valid id.", details=[{"field": "userId"}]
+        )
     return user_id
 
 
@@ -60,7 +65,8 @@ class PromptsView(CorsWriteKeyAPIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("userId", str, required=True)],
-        responses={200: PromptSerializer(many=True)},
+        # The list comes wrapped in {"prompts": [...]}: documented as such (found by the schema fuzzer).
+        responses={200: inline_serializer("PromptList", fields={"prompts": PromptSerializer(many=True)})},
     )
     def get(self, request: Request) -> Response:
         user_id = _user_id(request.query_params.get("userId", ""))

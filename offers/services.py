@@ -11,6 +11,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from accounts import email_headers
 from accounts.models import Contact, Workspace
 from billing.models import Plan, Subscription
 from billing.queries import current_subscription
@@ -301,6 +302,11 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
     delivery = Delivery.objects.select_related("step__contact").get(pk=delivery_id)
     contact = delivery.step.contact
     assert contact is not None  # the engine suppresses steps without a contact
+    if not email_headers.is_deliverable_address(contact.email):
+        # A malformed or header-injecting address (it comes from ingested traits) can never be sent;
+        # raising would release the claim and let the sweeper retry it forever.
+        _suppress(delivery=delivery, status=Delivery.Status.FAILED, reason="invalid email address", now=now)
+        return False
     if contact.unsubscribed_at is not None:
         # Unsubscribed after the step was decided: the send-time check is the one that counts.
         _suppress(delivery=delivery, status=Delivery.Status.SUPPRESSED, reason="contact unsubscribed", now=now)
@@ -310,7 +316,7 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
     pixel = links.open_pixel_url(workspace_id=delivery.workspace_id, delivery_id=delivery.pk)
     rendered = rendering.Rendered(subject=delivery.subject, text=delivery.body_text, html=delivery.body_html, links=())
     message = EmailMultiAlternatives(
-        subject=delivery.subject,
+        subject=email_headers.header_value(delivery.subject, max_length=998),
         body=rendering.email_text(rendered=rendered, unsubscribe_url=unsubscribe, preferences_url=preferences),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[contact.email],

@@ -44,6 +44,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _SINK.stop()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """Brute-force counters live in the shared cache; each test starts with none."""
+    from tests.reliability_fixtures import clear_throttles
+
+    clear_throttles()
+
+
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
     assert _SINK is not None

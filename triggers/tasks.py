@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import current_app, shared_task
@@ -10,6 +11,8 @@ from django.utils import timezone
 
 from accounts.tenancy import tenant_task
 from triggers import partitions, services
+
+logger = logging.getLogger(__name__)
 
 # Deliveries live in the offers app, above this one; we address its task by name only.
 DELIVER_TASK = "offers.deliver_step"
@@ -24,11 +27,17 @@ def publish_evaluations(workspace_id: int, request_ids: list[int]) -> None:
     """Publish evaluation tasks once the current transaction commits (the outbox rows are the record)."""
 
     def publish() -> None:
-        if len(request_ids) == 1:
-            evaluate_customer.delay(workspace_id, request_ids[0])
-            return
-        for start in range(0, len(request_ids), EVALUATIONS_PER_TASK):
-            evaluate_requests.delay(workspace_id, request_ids[start : start + EVALUATIONS_PER_TASK])
+        try:
+            if len(request_ids) == 1:
+                evaluate_customer.delay(workspace_id, request_ids[0])
+                return
+            for start in range(0, len(request_ids), EVALUATIONS_PER_TASK):
+                evaluate_requests.delay(workspace_id, request_ids[start : start + EVALUATIONS_PER_TASK])
+        except Exception:
+            # The broker is down. The events are committed and acknowledged; the outbox rows are the
+            # record and the sweeper publishes them later. Failing here would turn a stored batch into
+            # a 500 the client retries for nothing.
+            logger.warning("publish of %d evaluations failed; the sweeper will retry", len(request_ids), exc_info=True)
 
     transaction.on_commit(publish)
 
