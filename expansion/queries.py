@@ -438,9 +438,13 @@ def holdout_groups(assigned_before: datetime | None = None) -> tuple[list[int], 
     arms, so never offered anything. A customer held out of one experiment but in a variant of
     another could receive offers and counts as eligible, which keeps the groups disjoint.
     """
+    return _combined(experiment_groups(assigned_before))
+
+
+def _combined(groups: list[ExperimentGroups]) -> tuple[list[int], list[int]] | None:
     eligible: set[int] = set()
     held: set[int] = set()
-    for group in experiment_groups(assigned_before):
+    for group in groups:
         eligible.update(group.eligible_ids)
         held.update(group.holdout_ids)
     held -= eligible
@@ -489,11 +493,12 @@ def lift(
 def holdout_lift(first: date, last: date) -> tuple[HoldoutLift, ...]:
     """Lift over all experiments together, then per experiment with a holdout (customers assigned by the period's end)."""
     _start, end = _bounds(first, last)
-    groups = holdout_groups(end)
-    if groups is None:
+    experiments = experiment_groups(end)
+    combined = _combined(experiments)
+    if combined is None:
         return ()
-    rows = [lift(first, last, *groups)]
-    for group in experiment_groups(end):
+    rows = [lift(first, last, *combined)]
+    for group in experiments:
         if group.holdout_ids:
             rows.append(lift(first, last, group.eligible_ids, group.holdout_ids, group.experiment_id, group.experiment))
     return tuple(rows)
