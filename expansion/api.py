@@ -39,7 +39,9 @@ class MetricsView(WorkspaceAPIView):
             "expansion_cents": data.impact.expansion_cents,
             "share_pct": tables.pct(data.impact.share),
         }
-        body["discount_usage_pct"] = None  # no discount data in the ledger yet (docs/metrics.md)
+        [usage] = named["discount-usage"].dicts()
+        body["discount_usage"] = usage
+        body["discount_usage_pct"] = usage["discount_usage_pct"]
         return Response(body)
 
 

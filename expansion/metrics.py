@@ -183,16 +183,17 @@ def period_figures(
 class OpportunityOutcome:
     """One opportunity's journey: was an offer sent, clicked, accepted, and how long it took."""
 
-    key: str  # what it is grouped by (trigger name, offer, variant)
+    key: tuple[str, ...]  # what it is grouped by: (trigger,), (offer, offer id), (offer, offer id, variant)
     sent: bool
     clicked: bool
     accepted: bool
     seconds_to_accept: float | None  # from the signal (opportunity created) to acceptance
+    discounted: bool = False  # accepted through a delivery whose incentive was still live
 
 
 @dataclass(frozen=True)
 class ConversionRow:
-    key: str
+    key: tuple[str, ...]
     sent: int
     clicked: int
     accepted: int
@@ -200,11 +201,13 @@ class ConversionRow:
     conversion_rate: Decimal | None
     within_7_days: Decimal | None  # share of sent that accepted within 7 days of the signal
     median_hours_to_accept: Decimal | None
+    discounted: int = 0  # accepted with the delivery's incentive
+    discount_usage: Decimal | None = None  # discounted ÷ accepted
 
 
 def conversion(outcomes: Iterable[OpportunityOutcome]) -> list[ConversionRow]:
     """Funnel sent → clicked → accepted per key; only opportunities with a sent offer count."""
-    groups: dict[str, list[OpportunityOutcome]] = {}
+    groups: dict[tuple[str, ...], list[OpportunityOutcome]] = {}
     for outcome in outcomes:
         if outcome.sent:
             groups.setdefault(outcome.key, []).append(outcome)
@@ -216,6 +219,7 @@ def conversion(outcomes: Iterable[OpportunityOutcome]) -> list[ConversionRow]:
         accepted_times = sorted(o.seconds_to_accept for o in items if o.accepted and o.seconds_to_accept is not None)
         accepted = sum(1 for o in items if o.accepted)
         fast = sum(1 for s in accepted_times if s <= 7 * 86400)
+        discounted = sum(1 for o in items if o.accepted and o.discounted)
         rows.append(
             ConversionRow(
                 key=key,
@@ -226,6 +230,8 @@ def conversion(outcomes: Iterable[OpportunityOutcome]) -> list[ConversionRow]:
                 conversion_rate=percent(accepted, sent),
                 within_7_days=percent(fast, sent),
                 median_hours_to_accept=_median_hours(accepted_times),
+                discounted=discounted,
+                discount_usage=percent(discounted, accepted),
             )
         )
     return rows

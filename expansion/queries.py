@@ -26,7 +26,8 @@ from billing.models import MrrMovement
 from expansion import metrics
 from expansion.selection import Selection
 from expansion.templatetags.money import cents
-from offers.models import Delivery
+from offers.experiments import HOLDOUT
+from offers.models import Assignment, Delivery, DeliveryEvent
 from triggers.models import Event, Meter, Opportunity, OpportunityStep
 
 CACHE_SECONDS = 24 * 3600
@@ -218,11 +219,28 @@ def trend(last: date, count: int, version: int | None = None) -> list[metrics.Pe
 # Offers: conversion, revenue impact, lift ---------------------------------------------------------
 
 
-def _opportunity_outcomes(first: date, last: date) -> list[metrics.OpportunityOutcome]:
+DEFAULT_OFFER = "(default)"  # deliveries sent without a configured Offer (docs/offers.md)
+
+
+def _funnel_rows(first: date, last: date) -> list[dict[str, Any]]:
     start, end = _bounds(first, last)
     accepted_steps = OpportunityStep.objects.filter(
         opportunity=OuterRef("pk"), outcome=OpportunityStep.Outcome.ACCEPTED
     ).order_by("outcome_at")
+    # The offer and variant an opportunity was sent with: its first sent delivery's (an opportunity's
+    # deliveries share the rule's offer and the customer's sticky arm).
+    first_sent = Delivery.objects.filter(step__opportunity=OuterRef("pk"), sent_at__isnull=False).order_by(
+        "sent_at", "pk"
+    )
+    accepted_event = DeliveryEvent.objects.filter(delivery=OuterRef("pk"), kind=DeliveryEvent.Kind.ACCEPTED)
+    # Discount used: the accepted delivery promised an incentive whose window was open when it was accepted
+    # (what offers.queries.promised_incentive hands billing to apply).
+    discounted = (
+        Delivery.objects.filter(step__opportunity=OuterRef("pk"), status=Delivery.Status.ACCEPTED)
+        .exclude(incentive="")
+        .annotate(accepted_at=Subquery(accepted_event.values("occurred_at")[:1]))
+        .filter(Q(incentive_ends_at__isnull=True) | Q(incentive_ends_at__gt=F("accepted_at")))
+    )
     rows = (
         Opportunity.objects.filter(created_at__gte=start, created_at__lt=end)
         .annotate(
@@ -235,28 +253,76 @@ def _opportunity_outcomes(first: date, last: date) -> list[metrics.OpportunityOu
             )
             | Exists(Delivery.objects.filter(step__opportunity=OuterRef("pk"), clicked_at__isnull=False)),
             accepted_at=Subquery(accepted_steps.values("outcome_at")[:1]),
+            offer_id=Subquery(first_sent.values("offer_id")[:1]),
+            offer_name=Subquery(first_sent.values("offer__name")[:1]),
+            variant=Subquery(first_sent.values("variant")[:1]),
+            discounted=Exists(discounted),
         )
-        .values("rule__name", "status", "created_at", "updated_at", "sent", "clicked", "accepted_at")
+        .values(
+            "rule__name",
+            "status",
+            "created_at",
+            "updated_at",
+            "sent",
+            "clicked",
+            "accepted_at",
+            "offer_id",
+            "offer_name",
+            "variant",
+            "discounted",
+        )
     )
-    out = []
-    for row in rows:
-        accepted = row["accepted_at"] is not None or row["status"] == Opportunity.Status.ACCEPTED
-        at = row["accepted_at"] or (row["updated_at"] if accepted else None)
-        out.append(
-            metrics.OpportunityOutcome(
-                key=row["rule__name"],
-                sent=row["sent"],
-                clicked=row["clicked"],
-                accepted=accepted,
-                seconds_to_accept=(at - row["created_at"]).total_seconds() if at else None,
-            )
-        )
-    return out
+    return [dict(row) for row in rows]
+
+
+def _outcome(row: dict[str, Any], key: tuple[str, ...]) -> metrics.OpportunityOutcome:
+    accepted = row["accepted_at"] is not None or row["status"] == Opportunity.Status.ACCEPTED
+    at = row["accepted_at"] or (row["updated_at"] if accepted else None)
+    return metrics.OpportunityOutcome(
+        key=key,
+        sent=row["sent"],
+        clicked=row["clicked"],
+        accepted=accepted,
+        seconds_to_accept=(at - row["created_at"]).total_seconds() if at else None,
+        discounted=accepted and row["discounted"],
+    )
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The funnel of the period's opportunities by trigger, by offer and by variant, and discount usage."""
+
+    by_trigger: list[metrics.ConversionRow]
+    by_offer: list[metrics.ConversionRow]  # key: (offer name, offer id)
+    by_variant: list[metrics.ConversionRow]  # key: (offer name, offer id, variant)
+    accepted: int
+    discounted: int
+    discount_usage: Decimal | None  # discounted ÷ accepted
+
+
+def conversion(first: date, last: date) -> Conversion:
+    """Sent → clicked → accepted for the opportunities opened in the period, by trigger, offer and variant."""
+    rows = _funnel_rows(first, last)
+
+    def offer_key(row: dict[str, Any]) -> tuple[str, str]:
+        return (row["offer_name"] or DEFAULT_OFFER, "" if row["offer_id"] is None else str(row["offer_id"]))
+
+    by_trigger = metrics.conversion(_outcome(row, (row["rule__name"],)) for row in rows)
+    accepted = sum(r.accepted for r in by_trigger)
+    discounted = sum(r.discounted for r in by_trigger)
+    return Conversion(
+        by_trigger=by_trigger,
+        by_offer=metrics.conversion(_outcome(row, offer_key(row)) for row in rows),
+        by_variant=metrics.conversion(_outcome(row, (*offer_key(row), row["variant"] or "")) for row in rows),
+        accepted=accepted,
+        discounted=discounted,
+        discount_usage=metrics.percent(discounted, accepted),
+    )
 
 
 def conversion_by_trigger(first: date, last: date) -> list[metrics.ConversionRow]:
     """Sent → clicked → accepted for the opportunities each trigger opened in the period."""
-    return metrics.conversion(_opportunity_outcomes(first, last))
+    return conversion(first, last).by_trigger
 
 
 @dataclass(frozen=True)
@@ -334,20 +400,67 @@ def revenue_impact(figures: metrics.PeriodFigures, version: int | None = None) -
 
 @dataclass(frozen=True)
 class HoldoutLift:
+    experiment_id: int | None  # None: every experiment together
+    experiment: str
     conversion: metrics.Lift | None
     expansion_per_customer: metrics.Lift | None
 
 
-def holdout_groups() -> tuple[list[int], list[int]] | None:
-    """(customers who could receive offers, held-out customers), or None while no holdout is assigned.
+ALL_EXPERIMENTS = "All experiments"
 
-    The offers app owns holdout assignment; until it exists this returns None and the dashboard
-    says so. Connect it here (docs/metrics.md, "Lift").
+
+@dataclass(frozen=True)
+class ExperimentGroups:
+    experiment_id: int
+    experiment: str
+    eligible_ids: list[int]
+    holdout_ids: list[int]
+
+
+def experiment_groups(assigned_before: datetime | None = None) -> list[ExperimentGroups]:
+    """Each experiment's customers split into variant arms (eligible) and its holdout arm, by name."""
+    assignments = Assignment.objects.all()
+    if assigned_before is not None:
+        assignments = assignments.filter(assigned_at__lt=assigned_before)
+    groups: dict[int, ExperimentGroups] = {}
+    for experiment_id, name, customer_id, arm in assignments.order_by("experiment_id", "customer_id").values_list(
+        "experiment_id", "experiment__name", "customer_id", "arm"
+    ):
+        group = groups.setdefault(experiment_id, ExperimentGroups(experiment_id, name, [], []))
+        (group.holdout_ids if arm == HOLDOUT else group.eligible_ids).append(customer_id)
+    return sorted(groups.values(), key=lambda g: (g.experiment, g.experiment_id))
+
+
+def holdout_groups(assigned_before: datetime | None = None) -> tuple[list[int], list[int]] | None:
+    """(customers who could receive offers, held-out customers) over all experiments; None without a holdout.
+
+    Eligible: assigned to a variant in at least one experiment. Held out: assigned only to holdout
+    arms, so never offered anything. A customer held out of one experiment but in a variant of
+    another could receive offers and counts as eligible, which keeps the groups disjoint.
     """
-    return None
+    return _combined(experiment_groups(assigned_before))
 
 
-def lift(first: date, last: date, treated_ids: list[int], holdout_ids: list[int]) -> HoldoutLift:
+def _combined(groups: list[ExperimentGroups]) -> tuple[list[int], list[int]] | None:
+    eligible: set[int] = set()
+    held: set[int] = set()
+    for group in groups:
+        eligible.update(group.eligible_ids)
+        held.update(group.holdout_ids)
+    held -= eligible
+    if not held:
+        return None
+    return sorted(eligible), sorted(held)
+
+
+def lift(
+    first: date,
+    last: date,
+    treated_ids: list[int],
+    holdout_ids: list[int],
+    experiment_id: int | None = None,
+    experiment: str = ALL_EXPERIMENTS,
+) -> HoldoutLift:
     """Lift of the treated group over the holdout: share of customers expanding, expansion cents per customer."""
     start, end = _bounds(first, last)
     expansion = dict(
@@ -365,6 +478,8 @@ def lift(first: date, last: date, treated_ids: list[int], holdout_ids: list[int]
     treated = [int(expansion.get(pk, 0)) for pk in treated_ids]
     holdout = [int(expansion.get(pk, 0)) for pk in holdout_ids]
     return HoldoutLift(
+        experiment_id=experiment_id,
+        experiment=experiment,
         conversion=metrics.conversion_lift(
             treated_n=len(treated),
             treated_converted=sum(1 for v in treated if v > 0),
@@ -375,10 +490,18 @@ def lift(first: date, last: date, treated_ids: list[int], holdout_ids: list[int]
     )
 
 
-def holdout_lift(first: date, last: date) -> HoldoutLift | None:
-    """Lift for the workspace's holdout assignment, when there is one."""
-    groups = holdout_groups()
-    return lift(first, last, *groups) if groups else None
+def holdout_lift(first: date, last: date) -> tuple[HoldoutLift, ...]:
+    """Lift over all experiments together, then per experiment with a holdout (customers assigned by the period's end)."""
+    _start, end = _bounds(first, last)
+    experiments = experiment_groups(end)
+    combined = _combined(experiments)
+    if combined is None:
+        return ()
+    rows = [lift(first, last, *combined)]
+    for group in experiments:
+        if group.holdout_ids:
+            rows.append(lift(first, last, group.eligible_ids, group.holdout_ids, group.experiment_id, group.experiment))
+    return tuple(rows)
 
 
 # Opportunities and the customer timeline -----------------------------------------------------------
@@ -475,20 +598,23 @@ class Dashboard:
     selection: Selection
     figures: metrics.PeriodFigures
     trend: list[metrics.PeriodFigures]
-    conversion: list[metrics.ConversionRow]
+    conversion: list[metrics.ConversionRow]  # by trigger
+    offers: Conversion
     impact: RevenueImpact
-    lift: HoldoutLift | None
+    lift: tuple[HoldoutLift, ...]  # empty while no holdout is assigned
 
 
 def dashboard(selection: Selection) -> Dashboard:
     """Every figure of the dashboard for the selected month or range (one ledger version throughout)."""
     version = ledger_version()
     figures = period(selection.first, selection.last, version)
+    funnel = conversion(selection.first, selection.last)
     return Dashboard(
         selection=selection,
         figures=figures,
         trend=trend(selection.last, selection.trend_months, version),
-        conversion=conversion_by_trigger(selection.first, selection.last),
+        conversion=funnel.by_trigger,
+        offers=funnel,
         impact=revenue_impact(figures, version),
         lift=holdout_lift(selection.first, selection.last),
     )

@@ -76,21 +76,26 @@ def trend(months: Sequence[metrics.PeriodFigures]) -> Table:
     return Table(("month", *FIGURE_COLUMNS), [(f"{f.first_month:%Y-%m}", *_figure_row(f)) for f in months])
 
 
-def conversion(rows: Iterable[metrics.ConversionRow]) -> Table:
+CONVERSION_COLUMNS = (
+    "sent",
+    "clicked",
+    "accepted",
+    "click_rate_pct",
+    "conversion_rate_pct",
+    "accepted_within_7_days_pct",
+    "median_hours_to_accept",
+    "discounted",
+    "discount_usage_pct",
+)
+
+
+def conversion(rows: Iterable[metrics.ConversionRow], key_columns: tuple[str, ...] = ("trigger",)) -> Table:
+    """The funnel; `key_columns` name the parts of each row's key (trigger; offer, offer_id; ..., variant)."""
     return Table(
-        (
-            "trigger",
-            "sent",
-            "clicked",
-            "accepted",
-            "click_rate_pct",
-            "conversion_rate_pct",
-            "accepted_within_7_days_pct",
-            "median_hours_to_accept",
-        ),
+        (*key_columns, *CONVERSION_COLUMNS),
         [
             (
-                r.key,
+                *r.key,
                 r.sent,
                 r.clicked,
                 r.accepted,
@@ -98,10 +103,16 @@ def conversion(rows: Iterable[metrics.ConversionRow]) -> Table:
                 pct(r.conversion_rate),
                 pct(r.within_7_days),
                 None if r.median_hours_to_accept is None else str(r.median_hours_to_accept),
+                r.discounted,
+                pct(r.discount_usage),
             )
             for r in rows
         ],
     )
+
+
+def discount_usage(c: Any) -> Table:
+    return Table(("accepted", "discounted", "discount_usage_pct"), [(c.accepted, c.discounted, pct(c.discount_usage))])
 
 
 def impact(rows: Iterable[Any], key: str) -> Table:
@@ -110,17 +121,31 @@ def impact(rows: Iterable[Any], key: str) -> Table:
     )
 
 
-def lift(result: Any) -> Table:
-    columns = ("metric", "treated_n", "holdout_n", "treated", "holdout", "difference", "ci95_low", "ci95_high")
+LIFT_METRICS = (("conversion_pct", "conversion"), ("expansion_cents_per_customer", "expansion_per_customer"))
+
+
+def lift(results: Iterable[Any]) -> Table:
+    columns = (
+        "experiment_id",
+        "experiment",
+        "metric",
+        "treated_n",
+        "holdout_n",
+        "treated",
+        "holdout",
+        "difference",
+        "ci95_low",
+        "ci95_high",
+    )
     rows: list[tuple[Value, ...]] = []
-    if result is not None:
-        for name, value in (
-            ("conversion_pct", result.conversion),
-            ("expansion_cents_per_customer", result.expansion_per_customer),
-        ):
+    for result in results:
+        for name, attribute in LIFT_METRICS:
+            value = getattr(result, attribute)
             if value is not None:
                 rows.append(
                     (
+                        result.experiment_id,
+                        result.experiment,
                         name,
                         value.treated_n,
                         value.holdout_n,
@@ -177,6 +202,9 @@ def dashboard_tables(d: Any) -> dict[str, Table]:
         "by-type": by_type(d.figures),
         "trend": trend(d.trend),
         "conversion-by-trigger": conversion(d.conversion),
+        "conversion-by-offer": conversion(d.offers.by_offer, ("offer", "offer_id")),
+        "conversion-by-variant": conversion(d.offers.by_variant, ("offer", "offer_id", "variant")),
+        "discount-usage": discount_usage(d.offers),
         "revenue-by-trigger": impact(d.impact.by_trigger, "trigger"),
         "revenue-by-offer": impact(d.impact.by_offer, "offer_id"),
         "revenue-by-variant": impact(d.impact.by_variant, "variant"),

@@ -39,6 +39,6 @@ urlpatterns = [
     ),
     *triggers_api,
     *offers_api,
-    path("v1/metrics", expansion_api.MetricsView.as_view(), name="api-metrics"),
-    path("v1/opportunities", expansion_api.OpportunitiesView.as_view(), name="api-opportunities"),
+    path("api/v1/metrics", expansion_api.MetricsView.as_view(), name="api-metrics"),
+    path("api/v1/opportunities", expansion_api.OpportunitiesView.as_view(), name="api-opportunities"),
 ]

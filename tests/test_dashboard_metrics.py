@@ -153,7 +153,7 @@ def test_page_api_and_csv_agree_with_hand_figures(tenant_a, reference, first, la
     exp = expected(reference, first, last)
     params = {"month": f"{first:%Y-%m}"} if first == last else {"start": f"{first:%Y-%m}", "end": f"{last:%Y-%m}"}
 
-    api = tenant_a.client.get("/v1/metrics", params, **tenant_a.bearer()).json()
+    api = tenant_a.client.get("/api/v1/metrics", params, **tenant_a.bearer()).json()
     summary = api["summary"]
     assert summary == {
         "first_month": f"{first:%Y-%m}",
@@ -204,7 +204,9 @@ def test_page_api_and_csv_agree_with_hand_figures(tenant_a, reference, first, la
 
 
 def test_trend_over_24_months_matches_month_by_month_hand_figures(tenant_a, reference):
-    api = tenant_a.client.get("/v1/metrics", {"month": f"{month_at(23):%Y-%m}", "months": "24"}, **tenant_a.bearer())
+    api = tenant_a.client.get(
+        "/api/v1/metrics", {"month": f"{month_at(23):%Y-%m}", "months": "24"}, **tenant_a.bearer()
+    )
     trend = api.json()["trend"]
     assert [row["month"] for row in trend] == [f"{month_at(i):%Y-%m}" for i in range(24)]
     for i, row in enumerate(trend):
@@ -228,7 +230,7 @@ def test_conversion_by_trigger_and_revenue_impact_match_hand_counts(tenant_a, re
     params = {"start": f"{first:%Y-%m}", "end": f"{last:%Y-%m}"}
     conv = expected_conversion(reference, first, last)
     assert set(conv) == set(TRIGGERS) and all(row[2] > 0 for row in conv.values())
-    api = tenant_a.client.get("/v1/metrics", params, **tenant_a.bearer()).json()
+    api = tenant_a.client.get("/api/v1/metrics", params, **tenant_a.bearer()).json()
     got = {
         r["trigger"]: (
             r["sent"],
@@ -296,7 +298,7 @@ def test_lift_of_explicit_groups_matches_hand_computation(tenant_a, reference):
 
 def test_new_movement_invalidates_the_cached_rollup(tenant_a, reference):
     month = month_at(23)
-    before = tenant_a.client.get("/v1/metrics", {"month": f"{month:%Y-%m}"}, **tenant_a.bearer()).json()["summary"]
+    before = tenant_a.client.get("/api/v1/metrics", {"month": f"{month:%Y-%m}"}, **tenant_a.bearer()).json()["summary"]
     with tenant_scope(tenant_a.workspace):
         customer = Customer.objects.get(pk=reference.customer_ids[0])
         _move(
@@ -309,16 +311,16 @@ def test_new_movement_invalidates_the_cached_rollup(tenant_a, reference):
             "late",
             "add_on",
         )
-    after = tenant_a.client.get("/v1/metrics", {"month": f"{month:%Y-%m}"}, **tenant_a.bearer()).json()["summary"]
+    after = tenant_a.client.get("/api/v1/metrics", {"month": f"{month:%Y-%m}"}, **tenant_a.bearer()).json()["summary"]
     assert after["expansion_cents"] == before["expansion_cents"] + 777
 
 
 def test_bad_month_is_a_clear_400(tenant_a):
-    api = tenant_a.client.get("/v1/metrics", {"month": "2025-13"}, **tenant_a.bearer())
+    api = tenant_a.client.get("/api/v1/metrics", {"month": "2025-13"}, **tenant_a.bearer())
     assert api.status_code == 400
     assert api.json() == {"error": {"code": "invalid", "message": "month must be a month as YYYY-MM, got '2025-13'"}}
     assert (
-        tenant_a.client.get("/v1/metrics", {"start": "2025-05", "end": "2025-01"}, **tenant_a.bearer()).status_code
+        tenant_a.client.get("/api/v1/metrics", {"start": "2025-05", "end": "2025-01"}, **tenant_a.bearer()).status_code
         == 400
     )
     assert tenant_a.client.get("/dashboard/", {"months": "7"}).status_code == 400
@@ -328,5 +330,5 @@ def test_bad_month_is_a_clear_400(tenant_a):
 def test_metrics_api_requires_a_secret_key(tenant_a):
     from django.test import Client
 
-    assert Client().get("/v1/metrics").status_code == 401
-    assert Client().get("/v1/metrics", **tenant_a.basic()).status_code == 401  # a write key is not enough
+    assert Client().get("/api/v1/metrics").status_code == 401
+    assert Client().get("/api/v1/metrics", **tenant_a.basic()).status_code == 401  # a write key is not enough

@@ -34,7 +34,7 @@ def test_no_figure_of_another_workspace_ever_appears(tenant_a, tenant_b, two_ten
         for tenant, ref, other in [(tenant_a, ref_a, ref_b), (tenant_b, ref_b, ref_a)]:
             mine, theirs = expected(ref, first, last), expected(other, first, last)
             assert mine.starting != theirs.starting and mine.expansion != theirs.expansion
-            api = tenant.client.get("/v1/metrics", params, **tenant.bearer()).json()
+            api = tenant.client.get("/api/v1/metrics", params, **tenant.bearer()).json()
             assert (api["summary"]["starting_mrr_cents"], api["summary"]["expansion_cents"]) == (
                 mine.starting,
                 mine.expansion,
@@ -45,7 +45,7 @@ def test_no_figure_of_another_workspace_ever_appears(tenant_a, tenant_b, two_ten
             assert other.prefix.title() not in html
             exported = tenant.client.get("/dashboard/export/opportunities.csv", {"status": "all"}).content.decode()
             assert ref.prefix.title() in exported and other.prefix.title() not in exported
-            api_opps = tenant.client.get("/v1/opportunities", {"status": "all"}, **tenant.bearer()).json()
+            api_opps = tenant.client.get("/api/v1/opportunities", {"status": "all"}, **tenant.bearer()).json()
             assert {o["account"].split()[0] for o in api_opps["opportunities"]} == {ref.prefix.title()}
     # Another workspace's customer is a 404, through the page and the filters alike.
     other_customer = ref_b.customer_ids[0]
