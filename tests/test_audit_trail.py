@@ -130,3 +130,47 @@ def test_stripe_settings_changes_are_audited_once_without_secrets(tenant_a):
     ]
     assert details == {"secret_key": account.secret_key_hint, "webhook_secret": account.webhook_secret_hint}
     assert secret not in json.dumps(details) and webhook not in json.dumps(details)
+
+
+@pytest.mark.django_db
+def test_audit_log_page_lists_only_the_workspace_s_entries_newest_first_a_page_at_a_time(tenant_a, tenant_b):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.queries import AUDIT_PAGE_SIZE
+    from accounts.services import audit
+
+    start = timezone.now()
+    with tenant_scope(tenant_a.workspace):
+        AuditEntry.objects.all().delete()  # signup's key entries: the page is about the rows made here
+        for n in range(AUDIT_PAGE_SIZE + 1):
+            audit(
+                workspace=tenant_a.workspace,
+                actor=tenant_a.user,
+                action="rule.created",
+                target_label=f"Rule number {n:03d}",
+                now=start + timedelta(seconds=n),
+            )
+    with tenant_scope(tenant_b.workspace):
+        audit(
+            workspace=tenant_b.workspace,
+            actor=tenant_b.user,
+            action="rule.created",
+            target_label="Bravo only",
+            now=start,
+        )
+
+    first = tenant_a.client.get("/accounts/settings/audit/")
+    assert first.status_code == 200
+    html = first.content.decode()
+    assert 'href="/accounts/settings/audit/"' in html  # linked from the nav
+    shown = [f"Rule number {n:03d}" for n in range(AUDIT_PAGE_SIZE + 1) if f"Rule number {n:03d}<" in html]
+    assert shown == [f"Rule number {n:03d}" for n in range(1, AUDIT_PAGE_SIZE + 1)]
+    assert html.index(f"Rule number {AUDIT_PAGE_SIZE:03d}<") < html.index("Rule number 001<")  # newest first
+    assert "Bravo only" not in html and "Page 1 of 2" in html
+    second = tenant_a.client.get("/accounts/settings/audit/", {"page": 2}).content.decode()
+    assert "Rule number 000<" in second and "Rule number 001<" not in second
+    assert "Bravo only" in tenant_b.client.get("/accounts/settings/audit/").content.decode()
+    anonymous = Client().get("/accounts/settings/audit/")
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")

@@ -119,6 +119,13 @@ ROUTES: dict[str, Route] = {
     "accounts/settings/keys/<int:key_id>/revoke/": Route(
         access.MEMBER, lambda ids: f"/accounts/settings/keys/{ids['api_key']}/revoke/", {"POST": NOT_FOUND}
     ),
+    # The audit log lists only B's own entries; A's workspace id in the query is ignored.
+    "accounts/settings/audit/": Route(
+        access.MEMBER,
+        lambda ids: "/accounts/settings/audit/",
+        {"GET": OWN_DATA},
+        query=lambda ids: {"page": 1, "workspace": ids["workspace"]},
+    ),
     "upgrade/<str:token>/": Route(
         access.SIGNED_LINK,
         lambda ids: f"/upgrade/{ids['delivery']}/",
