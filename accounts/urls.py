@@ -10,4 +10,5 @@ urlpatterns = [
     path("logout/", views.logout_view, name="logout"),
     path("settings/keys/", views.api_keys, name="api-keys"),
     path("settings/keys/<int:key_id>/revoke/", views.revoke_api_key, name="revoke-api-key"),
+    path("settings/audit/", views.audit_log, name="audit-log"),
 ]

@@ -7,12 +7,13 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import access, services, throttle
+from accounts import access, queries, services, throttle
 from accounts.forms import NewKeyForm, SignUpForm
 from accounts.models import ApiKey
 
@@ -95,3 +96,11 @@ def revoke_api_key(request: HttpRequest, key_id: int) -> HttpResponse:
     services.revoke_api_key(api_key=api_key, now=timezone.now(), actor=request.user)  # type: ignore[arg-type]
     messages.success(request, f"Key {api_key.display_prefix} revoked.")
     return redirect("accounts:api-keys")
+
+
+@access.access(access.MEMBER)
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """Who changed what in the workspace, newest first, a page at a time."""
+    page = Paginator(queries.audit_log(), queries.AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "accounts/audit_log.html", {"page": page})

@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import access
+from accounts.services import audit
 from accounts.tenancy import tenant_scope
 from billing import secrets, services, stripe_gateway, tasks
 from billing.forms import ConnectStripeForm
@@ -24,12 +25,24 @@ def stripe_settings(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace  # type: ignore[attr-defined]
     form = ConnectStripeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        services.connect_stripe(
-            workspace=workspace,
-            secret_key=form.cleaned_data["secret_key"],
-            webhook_secret=form.cleaned_data["webhook_secret"],
-            now=timezone.now(),
-        )
+        now = timezone.now()
+        with transaction.atomic():  # the keys and their audit entry together, or neither
+            connected = services.connect_stripe(
+                workspace=workspace,
+                secret_key=form.cleaned_data["secret_key"],
+                webhook_secret=form.cleaned_data["webhook_secret"],
+                now=now,
+            )
+            # Only the masked hints: the audit log is shown to members and never holds secrets.
+            audit(
+                workspace=workspace,
+                actor=request.user,  # type: ignore[arg-type]
+                action="stripe.connected",
+                target=connected,
+                target_label="Stripe",
+                details={"secret_key": connected.secret_key_hint, "webhook_secret": connected.webhook_secret_hint},
+                now=now,
+            )
         return redirect("billing:stripe-settings")
     account = StripeAccount.objects.filter(workspace=workspace).first()
     webhook_url = request.build_absolute_uri(reverse("billing:stripe-webhook", args=[workspace.pk]))
@@ -42,9 +55,19 @@ def stripe_settings(request: HttpRequest) -> HttpResponse:
 @require_POST
 def start_import(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace  # type: ignore[attr-defined]
-    if StripeAccount.objects.filter(workspace=workspace).exists():
-        StripeAccount.objects.filter(workspace=workspace).update(import_state=StripeAccount.ImportState.RUNNING)
-        transaction.on_commit(lambda: tasks.import_from_stripe.delay(workspace.pk))
+    account = StripeAccount.objects.filter(workspace=workspace).first()
+    if account is not None:
+        with transaction.atomic():
+            StripeAccount.objects.filter(workspace=workspace).update(import_state=StripeAccount.ImportState.RUNNING)
+            audit(
+                workspace=workspace,
+                actor=request.user,  # type: ignore[arg-type]
+                action="stripe.import_started",
+                target=account,
+                target_label="Stripe",
+                now=timezone.now(),
+            )
+            transaction.on_commit(lambda: tasks.import_from_stripe.delay(workspace.pk))
     return redirect("billing:stripe-settings")
 
 

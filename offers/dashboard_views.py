@@ -6,12 +6,14 @@ Kept apart from views.py, which holds the customer-facing upgrade page (owned by
 from __future__ import annotations
 
 from django import forms
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import access
+from accounts.services import audit
 from billing.models import Plan
 from offers import catalog, queries, rendering, services
 from offers.models import Experiment, MessageTemplate, Offer
@@ -66,22 +68,32 @@ def offer_list(request: HttpRequest) -> HttpResponse:
     form = OfferForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        services.create_offer(
-            workspace=request.workspace,  # type: ignore[attr-defined]
-            name=data["name"],
-            kind=data["kind"],
-            rule=data["rule"],
-            target_plan=data["target_plan"],
-            framing=data["framing"],
-            incentive=data["incentive"] or "",
-            discount_percent=data["discount_percent"],
-            discount_months=data["discount_months"] or 1,
-            trial_days=data["trial_days"],
-            incentive_ends_at=data["incentive_ends_at"],
-            email_template=data["email_template"],
-            prompt_template=data["prompt_template"],
-            now=now,
-        )
+        with transaction.atomic():  # the offer and its audit entry together, or neither
+            offer = services.create_offer(
+                workspace=request.workspace,  # type: ignore[attr-defined]
+                name=data["name"],
+                kind=data["kind"],
+                rule=data["rule"],
+                target_plan=data["target_plan"],
+                framing=data["framing"],
+                incentive=data["incentive"] or "",
+                discount_percent=data["discount_percent"],
+                discount_months=data["discount_months"] or 1,
+                trial_days=data["trial_days"],
+                incentive_ends_at=data["incentive_ends_at"],
+                email_template=data["email_template"],
+                prompt_template=data["prompt_template"],
+                now=now,
+            )
+            audit(
+                workspace=request.workspace,  # type: ignore[attr-defined]
+                actor=request.user,  # type: ignore[arg-type]
+                action="offer.created",
+                target=offer,
+                target_label=offer.name,
+                details={"kind": offer.kind, "rule": data["rule"].pk if data["rule"] else None},
+                now=now,
+            )
         return redirect("offers:offer-list")
     return render(
         request,
@@ -143,13 +155,24 @@ def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
-            services.save_template(
-                template=template,
-                name=form.cleaned_data["name"],
-                subject=form.cleaned_data["subject"],
-                body=form.cleaned_data["body"],
-                now=timezone.now(),
-            )
+            with transaction.atomic():  # the change and its audit entry together, or neither
+                now = timezone.now()
+                services.save_template(
+                    template=template,
+                    name=form.cleaned_data["name"],
+                    subject=form.cleaned_data["subject"],
+                    body=form.cleaned_data["body"],
+                    now=now,
+                )
+                audit(
+                    workspace=request.workspace,  # type: ignore[attr-defined]
+                    actor=request.user,  # type: ignore[arg-type]
+                    action="template.updated",
+                    target=template,
+                    target_label=template.name,
+                    details={"key": template.key, "channel": template.channel},
+                    now=now,
+                )
         except rendering.TemplateProblem as exc:
             for problem in exc.problems:
                 form.add_error("body", problem)

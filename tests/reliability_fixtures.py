@@ -22,12 +22,15 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Contact, Customer, Membership, User, Workspace
 from accounts.tenancy import tenant_scope
+from billing import services as billing_services
 from offers import links
 from offers import services as offer_services
-from offers.models import Delivery
+from offers.models import Delivery, MessageTemplate
 from tests.conftest import Tenant, email_marketing_catalog, make_tenant, subscribe
 from triggers import services as trigger_services
 from triggers.models import OpportunityStep
+
+A_WEBHOOK_SECRET, B_WEBHOOK_SECRET = "whsec_alpha_matrix", "whsec_bravo_matrix"
 
 # Strings that exist only in workspace A: none may appear in a response served to B.
 A_MARKERS = ("acme-secret-co", "Acme Secret Co", "secret-contact@acme-a.example", "Maya Secretperson")
@@ -97,9 +100,24 @@ def build_world() -> World:
             "step": email_delivery.step_id,
             "opportunity": email_delivery.step.opportunity_id,
             "upgrade_token": links.upgrade_token(email_delivery.pk),
+            "rule": email_delivery.step.opportunity.rule_id,
+            "template": MessageTemplate.objects.filter(channel="email").order_by("pk").first().pk,  # type: ignore[union-attr]
+            "contact_token": links.contact_token(workspace_id=a.workspace.pk, contact_id=Contact.objects.get().pk),
+            "open_token": links.open_pixel_url(workspace_id=a.workspace.pk, delivery_id=email_delivery.pk)
+            .rsplit("/", 1)[1]
+            .removesuffix(".gif"),
         }
+        billing_services.connect_stripe(
+            workspace=a.workspace, secret_key="sk_test_alpha", webhook_secret=A_WEBHOOK_SECRET, now=timezone.now()
+        )
     with tenant_scope(b.workspace):
         world.ids["b_delivery"] = Delivery.objects.filter(step__channel=OpportunityStep.Channel.EMAIL).get().pk
+        world.ids["b_contact_token"] = links.contact_token(
+            workspace_id=b.workspace.pk, contact_id=Contact.objects.get().pk
+        )
+        billing_services.connect_stripe(
+            workspace=b.workspace, secret_key="sk_test_bravo", webhook_secret=B_WEBHOOK_SECRET, now=timezone.now()
+        )
     # First use stamps a key's last_used_at; do it now so later calls as B change no row.
     for headers in (b.basic(), b.bearer()):
         Client().get("/v1/prompts", {"userId": "nobody"}, **headers)

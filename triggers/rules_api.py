@@ -6,12 +6,15 @@ from typing import Any
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_base import WorkspaceAPIView
 from accounts.api_errors import ApiError
+from accounts.models import ApiKey
+from accounts.services import audit
 from billing.models import Plan
 from triggers import queries, services
 from triggers.models import Rule
@@ -24,6 +27,12 @@ _CREATE_FIELDS = {
 
 def _invalid(field: str, message: str) -> ApiError:
     return ApiError(status_code=400, code="invalid", message=message, details=[{"field": field}])
+
+
+def _actor(request: Request) -> str:
+    """The audit log's actor for a change made with a secret key (never the key's secret)."""
+    api_key = request.auth
+    return f"api key {api_key.display_prefix}" if isinstance(api_key, ApiKey) else "api"
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -60,6 +69,15 @@ class RulesView(WorkspaceAPIView):
                     target_plan=target,
                     overrides=overrides,
                 )
+                audit(
+                    workspace=self.workspace,
+                    actor=_actor(request),
+                    action="rule.created",
+                    target=rule,
+                    target_label=rule.name,
+                    details={"template": str(body.get("template") or ""), **overrides},
+                    now=timezone.now(),
+                )
         except services.RuleError as exc:
             raise _invalid(exc.field, str(exc)) from exc
         return Response(queries.rule_data(rule), status=201)
@@ -78,7 +96,9 @@ class RuleView(WorkspaceAPIView):
         body = _body(request)
         if set(body) != {"is_active"} or not isinstance(body["is_active"], bool):
             raise _invalid("is_active", 'Send {"is_active": true|false}.')
-        rule = services.set_rule_active(rule_id=rule.pk, active=body["is_active"])
+        with transaction.atomic():
+            rule = services.set_rule_active(rule_id=rule.pk, active=body["is_active"])
+            services.audit_rule_switch(rule=rule, actor=_actor(request), now=timezone.now())
         return Response(queries.rule_data(rule))
 
 

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
 from accounts.models import Contact, Customer, Workspace
+from accounts.services import audit
 from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES, current_subscription
@@ -210,6 +211,19 @@ def policy_for(workspace_id: int) -> Policy:
         first_value_event=row.first_value_event,
         support_opened_event=row.support_opened_event,
         support_closed_event=row.support_closed_event,
+    )
+
+
+def audit_rule_switch(*, rule: Rule, actor: Any, now: datetime) -> None:
+    """Record that a rule was switched on or off; call it in the switch's transaction."""
+    audit(
+        workspace=rule.workspace_id,
+        actor=actor,
+        action="rule.activated" if rule.is_active else "rule.deactivated",
+        target=rule,
+        target_label=rule.name,
+        details={"is_active": rule.is_active},
+        now=now,
     )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import access
+from accounts.services import audit
 from triggers import queries, services
 from triggers.forms import EngineSettingsForm, NewRuleForm
 from triggers.models import EngineSettings, Rule
@@ -41,13 +44,23 @@ def add_rule(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         overrides = {k: data[k] for k in ("meter_key", "event_name") if data[k]}
         try:
-            services.create_rule(
-                workspace=request.workspace,  # type: ignore[attr-defined]
-                template_key=data["template"],
-                name=data["name"],
-                target_plan=data["target_plan"],
-                overrides=overrides,
-            )
+            with transaction.atomic():  # the rule and its audit entry together, or neither
+                rule = services.create_rule(
+                    workspace=request.workspace,  # type: ignore[attr-defined]
+                    template_key=data["template"],
+                    name=data["name"],
+                    target_plan=data["target_plan"],
+                    overrides=overrides,
+                )
+                audit(
+                    workspace=request.workspace,  # type: ignore[attr-defined]
+                    actor=request.user,  # type: ignore[arg-type]
+                    action="rule.created",
+                    target=rule,
+                    target_label=rule.name,
+                    details={"template": data["template"], **overrides},
+                    now=timezone.now(),
+                )
         except services.RuleError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, str(exc))
     status = 200 if form.is_valid() and not form.errors else 400
@@ -63,7 +76,9 @@ def add_rule(request: HttpRequest) -> HttpResponse:
 @require_POST
 def toggle_rule(request: HttpRequest, rule_id: int) -> HttpResponse:
     rule = get_object_or_404(Rule, pk=rule_id)
-    rule = services.set_rule_active(rule_id=rule.pk, active=not rule.is_active)
+    with transaction.atomic():
+        rule = services.set_rule_active(rule_id=rule.pk, active=not rule.is_active)
+        services.audit_rule_switch(rule=rule, actor=request.user, now=timezone.now())  # type: ignore[arg-type]
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "triggers/_rule_row.html", {"rule": rule})
     return redirect("triggers:rules")
@@ -76,5 +91,17 @@ def engine_settings(request: HttpRequest) -> HttpResponse:
     form = EngineSettingsForm(request.POST, instance=EngineSettings.objects.filter().first() or EngineSettings())
     if not form.is_valid():
         return render(request, "triggers/rules.html", _page(request, settings_form=form), status=400)
-    services.update_engine_settings(workspace=request.workspace, **form.cleaned_data)  # type: ignore[attr-defined]
+    with transaction.atomic():
+        services.update_engine_settings(workspace=request.workspace, **form.cleaned_data)  # type: ignore[attr-defined]
+        audit(
+            workspace=request.workspace,  # type: ignore[attr-defined]
+            actor=request.user,  # type: ignore[arg-type]
+            action="engine_settings.updated",
+            target_label="Timing policy",
+            # Times and dates as text: the log's JSON holds plain values.
+            details={
+                k: v if isinstance(v, (bool, int, str)) or v is None else str(v) for k, v in form.cleaned_data.items()
+            },
+            now=timezone.now(),
+        )
     return redirect("triggers:rules")
