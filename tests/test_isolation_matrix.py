@@ -76,6 +76,12 @@ ROUTES: dict[str, Route] = {
     "": Route(access.PUBLIC, lambda ids: "/", {"GET": OWN_DATA}),
     "healthz": Route(access.PUBLIC, lambda ids: "/healthz", {"GET": OWN_DATA}),
     "dashboard/": Route(access.MEMBER, lambda ids: "/dashboard/", {"GET": OWN_DATA}, query=lambda ids: ids),
+    "dashboard/export/<slug:table>.csv": Route(
+        access.MEMBER, lambda ids: "/dashboard/export/opportunities.csv", {"GET": OWN_DATA}, query=lambda ids: ids
+    ),
+    "dashboard/customers/<int:customer_id>/": Route(
+        access.MEMBER, lambda ids: f"/dashboard/customers/{ids['customer']}/", {"GET": NOT_FOUND}
+    ),
     "accounts/signup/": Route(
         access.PUBLIC,
         lambda ids: "/accounts/signup/",
