@@ -24,7 +24,7 @@ from accounts.models import ApiKey, Contact, Customer, Membership, User, Workspa
 from accounts.tenancy import tenant_scope
 from offers import links
 from offers import services as offer_services
-from offers.models import Delivery
+from offers.models import Delivery, MessageTemplate
 from tests.conftest import Tenant, email_marketing_catalog, make_tenant, subscribe
 from triggers import services as trigger_services
 from triggers.models import OpportunityStep
@@ -97,6 +97,8 @@ def build_world() -> World:
             "step": email_delivery.step_id,
             "opportunity": email_delivery.step.opportunity_id,
             "upgrade_token": links.upgrade_token(email_delivery.pk),
+            "rule": email_delivery.step.opportunity.rule_id,
+            "template": MessageTemplate.objects.order_by("pk").first().pk,  # type: ignore[union-attr]
         }
     with tenant_scope(b.workspace):
         world.ids["b_delivery"] = Delivery.objects.filter(step__channel=OpportunityStep.Channel.EMAIL).get().pk

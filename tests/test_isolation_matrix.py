@@ -117,6 +117,28 @@ ROUTES: dict[str, Route] = {
     ),
     "api/schema/": Route(access.PUBLIC, lambda ids: "/api/schema/", {"GET": OWN_DATA}),
     "api/docs/": Route(access.PUBLIC, lambda ids: "/api/docs/", {"GET": OWN_DATA}),
+    # Before the ingest rows: those create B's own customer named like A's, which a listing would show.
+    "api/v1/customers": Route(
+        access.SECRET_KEY, lambda ids: "/api/v1/customers", {"GET": OWN_DATA}, query=lambda ids: ids
+    ),
+    "api/v1/contacts": Route(
+        access.SECRET_KEY,
+        lambda ids: "/api/v1/contacts",
+        {"GET": OWN_DATA},
+        query=lambda ids: {"customer": ids["customer_external"]},
+    ),
+    "api/v1/meters": Route(
+        access.SECRET_KEY,
+        lambda ids: "/api/v1/meters",
+        {"GET": OWN_DATA},
+        query=lambda ids: {"customer": ids["customer_external"]},
+    ),
+    "api/v1/events": Route(
+        access.SECRET_KEY,
+        lambda ids: "/api/v1/events",
+        {"GET": OWN_DATA},
+        query=lambda ids: {"customer": ids["customer_external"], "userId": ids["contact_external"]},
+    ),
     "v1/track": Route(access.WRITE_KEY, lambda ids: "/v1/track", {"POST": OWN_DATA}, body=_segment_body("track")),
     "v1/identify": Route(
         access.WRITE_KEY, lambda ids: "/v1/identify", {"POST": OWN_DATA}, body=_segment_body("identify")
@@ -129,6 +151,83 @@ ROUTES: dict[str, Route] = {
         lambda ids: "/v1/prompts",
         {"GET": OWN_DATA},
         query=lambda ids: {"userId": ids["contact_external"], "deliveryId": ids["prompt_delivery"]},
+    ),
+    "v1/prompts/<int:delivery_id>/events": Route(
+        access.WRITE_KEY,
+        lambda ids: f"/v1/prompts/{ids['prompt_delivery']}/events",
+        {"POST": NOT_FOUND},
+        body=lambda ids: {"userId": ids["contact_external"], "event": "clicked"},
+    ),
+    "v1/metrics": Route(access.SECRET_KEY, lambda ids: "/v1/metrics", {"GET": OWN_DATA}, query=lambda ids: ids),
+    "v1/opportunities": Route(
+        access.SECRET_KEY, lambda ids: "/v1/opportunities", {"GET": OWN_DATA}, query=lambda ids: ids
+    ),
+    "api/v1/rules": Route(
+        access.SECRET_KEY,
+        lambda ids: "/api/v1/rules",
+        {"GET": OWN_DATA, "POST": OWN_DATA},
+        body=lambda ids: {"id": ids["rule"], "template": "usage-upsell"},
+    ),
+    "api/v1/rules/<int:rule_id>": Route(
+        access.SECRET_KEY,
+        lambda ids: f"/api/v1/rules/{ids['rule']}",
+        {"GET": NOT_FOUND, "PATCH": NOT_FOUND},
+    ),
+    "api/v1/rule-templates": Route(access.SECRET_KEY, lambda ids: "/api/v1/rule-templates", {"GET": OWN_DATA}),
+    "rules/": Route(access.MEMBER, lambda ids: "/rules/", {"GET": OWN_DATA}, query=lambda ids: ids),
+    "rules/new/": Route(
+        access.MEMBER, lambda ids: "/rules/new/", {"POST": OWN_DATA}, body=lambda ids: {"rule": ids["rule"]}
+    ),
+    "rules/<int:rule_id>/toggle/": Route(
+        access.MEMBER, lambda ids: f"/rules/{ids['rule']}/toggle/", {"POST": NOT_FOUND}
+    ),
+    "rules/settings/": Route(
+        access.MEMBER,
+        lambda ids: "/rules/settings/",
+        {"POST": OWN_DATA},
+        body=lambda ids: {"workspace": ids["workspace"]},
+    ),
+    "unsubscribe/<str:token>/": Route(
+        access.SIGNED_LINK, lambda ids: f"/unsubscribe/{ids['contact']}/", {"GET": NOT_FOUND, "POST": NOT_FOUND}
+    ),
+    "email-preferences/<str:token>/": Route(
+        access.SIGNED_LINK,
+        lambda ids: f"/email-preferences/{ids['contact']}/",
+        {"GET": NOT_FOUND, "POST": NOT_FOUND},
+    ),
+    # The pixel answers every fetch with the same GIF; an invalid token records nothing.
+    "o/<str:token>.gif": Route(access.SIGNED_LINK, lambda ids: f"/o/{ids['delivery']}.gif", {"GET": OWN_DATA}),
+    "dashboard/offers/": Route(
+        access.MEMBER,
+        lambda ids: "/dashboard/offers/",
+        {"GET": OWN_DATA, "POST": OWN_DATA},
+        body=lambda ids: {"rule": ids["rule"], "template": ids["template"]},
+    ),
+    "dashboard/offers/templates/": Route(access.MEMBER, lambda ids: "/dashboard/offers/templates/", {"GET": OWN_DATA}),
+    "dashboard/offers/templates/<int:template_id>/": Route(
+        access.MEMBER,
+        lambda ids: f"/dashboard/offers/templates/{ids['template']}/",
+        {"GET": NOT_FOUND, "POST": NOT_FOUND},
+        body=lambda ids: {"subject": "Taken over", "body": "Taken over"},
+    ),
+    "dashboard/offers/templates/<int:template_id>/preview": Route(
+        access.MEMBER,
+        lambda ids: f"/dashboard/offers/templates/{ids['template']}/preview",
+        {"POST": NOT_FOUND},
+        body=lambda ids: {"subject": "x", "body": "x"},
+    ),
+    "billing/settings/stripe/": Route(
+        access.MEMBER,
+        lambda ids: "/billing/settings/stripe/",
+        {"GET": OWN_DATA, "POST": OWN_DATA},
+        body=lambda ids: {"workspace": ids["workspace"]},
+    ),
+    "billing/settings/stripe/import/": Route(
+        access.MEMBER, lambda ids: "/billing/settings/stripe/import/", {"POST": OWN_DATA}
+    ),
+    # A's workspace has no Stripe account connected: 404 before the (missing) signature is read.
+    "billing/stripe/webhook/<int:workspace_id>/": Route(
+        access.STRIPE_SIGNATURE, lambda ids: f"/billing/stripe/webhook/{ids['workspace']}/", {"POST": NOT_FOUND}
     ),
 }
 
@@ -202,7 +301,8 @@ def test_routes_that_need_credentials_refuse_anonymous_callers_and_change_nothin
     world = build_world()
     failures: list[str] = []
     for route, row in ROUTES.items():
-        if row.policy in (access.PUBLIC, access.SIGNED_LINK):
+        # Stripe's webhook has no caller credentials, only a signature (tests/test_billing_webhooks.py).
+        if row.policy in (access.PUBLIC, access.SIGNED_LINK, access.STRIPE_SIGNATURE):
             continue
         for method in METHODS:
             before = tenant_checksum()

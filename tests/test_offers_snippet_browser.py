@@ -182,11 +182,8 @@ def test_template_editor_live_preview_in_the_browser(live_server_process):  # ty
             page.wait_for_selector("#preview-problems", timeout=10_000)
             assert page.inner_text("#preview-problems") == "no value for {{ trial_days }} in this customer's data"
             page.fill("textarea[name=body]", "Hi {{ first_name }}, you are at {{ percent }}%.")
-            page.wait_for_function(
-                "document.querySelector('#preview-html') && "
-                "document.querySelector('#preview-html').innerText.includes('Hi Maya, you are at 90%.')",
-                timeout=10_000,
-            )
+            # A locator wait, not wait_for_function: the page's CSP (no 'unsafe-eval') refuses string predicates.
+            page.locator("#preview-html", has_text="Hi Maya, you are at 90%.").wait_for(timeout=10_000)
         finally:
             browser.close()
     with tenant_scope(tenant.workspace):

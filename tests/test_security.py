@@ -243,6 +243,16 @@ def test_every_state_changing_page_enforces_csrf():
         "accounts/settings/keys/",
         "accounts/settings/keys/<int:key_id>/revoke/",
         "accounts/signup/",
+        "billing/settings/stripe/",
+        "billing/settings/stripe/import/",
+        "dashboard/offers/",
+        "dashboard/offers/templates/<int:template_id>/",
+        "dashboard/offers/templates/<int:template_id>/preview",
+        "email-preferences/<str:token>/",
+        "rules/<int:rule_id>/toggle/",
+        "rules/new/",
+        "rules/settings/",
+        "unsubscribe/<str:token>/",
         "upgrade/<str:token>/",
     ]
 
