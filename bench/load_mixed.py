@@ -290,8 +290,9 @@ def main() -> int:
         if time.monotonic() - drain_started > args.drain_timeout:
             ok_drain = False
             break
-        # Sweep only once the worker has emptied the queue: the sweepers republish every stale row, so
-        # sweeping into a backlog just piles up redundant tasks (the beat has the same weakness; see docs).
+        # Sweep only once the worker has emptied the queue: expire_leases ages every pending row past the
+        # sweepers' republish grace, so sweeping into a backlog here would copy every row. (The beat does
+        # not age anything: it republishes a row only when its last publish is past a growing grace.)
         if broker.llen("uplift") == 0:
             expire_leases(claimed_before=datetime.fromtimestamp(last_death[0], tz=UTC))
             for task in ("triggers.tasks.sweep_evaluation_outbox", "offers.tasks.sweep_pending_deliveries"):

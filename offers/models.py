@@ -198,6 +198,10 @@ class Delivery(TenantModel):
     created_at = models.DateTimeField()
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Publishes of offers.send_email for this delivery: the sweeper republishes with a growing grace
+    # (triggers.republish) instead of every minute into a backlog.
+    last_published_at = models.DateTimeField(null=True, blank=True)
+    publishes = models.PositiveSmallIntegerField(default=0)
     clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

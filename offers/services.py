@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from accounts import email_headers
 from accounts.models import Contact, Workspace
@@ -27,6 +27,7 @@ from billing.services import (
 from billing.stripe_gateway import Preview
 from offers import catalog, experiments, links, queries, rendering
 from offers.models import Assignment, Delivery, DeliveryEvent, Experiment, MessageTemplate, Offer, Variant
+from triggers import republish
 from triggers.models import Opportunity, OpportunityStep, Rule
 from triggers.services import record_step_outcome
 
@@ -225,6 +226,9 @@ def deliver_step(*, step_id: int, now: datetime) -> list[int]:
             offer=offer,
             trigger=opportunity.rule.kind,
             created_at=now,
+            # An email is published (offers.send_email) by the delivering task right after this.
+            last_published_at=now,
+            publishes=1,
         )
         step.status = OpportunityStep.Status.DELIVERED
         step.save(update_fields=["status"])
@@ -577,22 +581,42 @@ def accept_upgrade(
         return True, subscription
 
 
-def due_steps_without_delivery(*, older_than: datetime) -> list[tuple[int, int]]:
-    """(workspace id, step id) of due steps whose delivery was never made, across all workspaces."""
-    return list(
-        OpportunityStep.all_workspaces.filter(status=OpportunityStep.Status.DUE, created_at__lt=older_than).values_list(
-            "workspace_id", "id"
-        )[:1000]
-    )
+# Delivery tasks are republished after a minute, then after 2, 4, 8 minutes, then every 10 minutes: a
+# lost publish is redone, a task waiting in a deep queue is not copied on every sweep.
+REPUBLISH_FIRST = timedelta(minutes=1)
+REPUBLISH_CAP = timedelta(minutes=10)
 
 
-def unsent_emails(*, older_than: datetime) -> list[tuple[int, int]]:
-    """(workspace id, delivery id) of emails never sent or whose sender died, all workspaces."""
+def due_steps_without_delivery(*, now: datetime) -> list[tuple[int, int]]:
+    """(workspace id, step id) of due steps never delivered whose last publish is past its grace, all workspaces."""
     return list(
-        Delivery.all_workspaces.filter(step__channel=OpportunityStep.Channel.EMAIL, created_at__lt=older_than)
-        .filter(status__in=(Delivery.Status.PENDING, Delivery.Status.SENDING))
+        OpportunityStep.all_workspaces.filter(status=OpportunityStep.Status.DUE)
+        .filter(republish.due(now=now, first=REPUBLISH_FIRST, cap=REPUBLISH_CAP))
+        .order_by("last_published_at", "id")
         .values_list("workspace_id", "id")[:1000]
     )
+
+
+def unsent_emails(*, now: datetime) -> list[tuple[int, int]]:
+    """(workspace id, delivery id) of emails never sent, or whose sender died, past their republish grace."""
+    return list(
+        Delivery.all_workspaces.filter(step__channel=OpportunityStep.Channel.EMAIL)
+        # A live sender's claim is not worth a task: claim_email refuses it until the lease ends.
+        .filter(Q(status=Delivery.Status.PENDING) | Q(status=Delivery.Status.SENDING, claimed_at__lt=now - SEND_LEASE))
+        .filter(republish.due(now=now, first=REPUBLISH_FIRST, cap=REPUBLISH_CAP))
+        .order_by("last_published_at", "id")
+        .values_list("workspace_id", "id")[:1000]
+    )
+
+
+def mark_published(*, step_ids: list[int], delivery_ids: list[int], now: datetime) -> None:
+    """Stamp steps and deliveries as (re)published now, so the sweeper's grace for them grows."""
+    if step_ids:
+        OpportunityStep.all_workspaces.filter(pk__in=step_ids, status=OpportunityStep.Status.DUE).update(
+            last_published_at=now, publishes=F("publishes") + 1
+        )
+    if delivery_ids:
+        Delivery.all_workspaces.filter(pk__in=delivery_ids).update(last_published_at=now, publishes=F("publishes") + 1)
 
 
 def upgrade_offer_opportunity(*, delivery_id: int) -> Opportunity:

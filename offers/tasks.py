@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
 from django.utils import timezone
 
@@ -35,12 +33,14 @@ def send_email(workspace_id: int, delivery_id: int) -> bool:
 
 @shared_task(name="offers.tasks.sweep_pending_deliveries")
 def sweep_pending_deliveries() -> int:
-    """Re-publish deliveries lost between commit and publish, or whose worker died."""
-    cutoff = timezone.now() - timedelta(minutes=1)
-    steps = services.due_steps_without_delivery(older_than=cutoff)
+    """Re-publish deliveries lost between commit and publish, or whose worker died, backing off per row."""
+    now = timezone.now()
+    steps = services.due_steps_without_delivery(now=now)
     for workspace_id, step_id in steps:
         deliver_step.delay(workspace_id, step_id)
-    emails = services.unsent_emails(older_than=cutoff)
+    emails = services.unsent_emails(now=now)
     for workspace_id, delivery_id in emails:
         send_email.delay(workspace_id, delivery_id)
+    # Stamped after publishing: a crash in between only means another publish next sweep.
+    services.mark_published(step_ids=[s for _ws, s in steps], delivery_ids=[d for _ws, d in emails], now=now)
     return len(steps) + len(emails)

@@ -229,10 +229,18 @@ def expire_leases(*, claimed_before: datetime) -> None:
         claimed_at=F("claimed_at") - age
     )
     EvaluationRequest.all_workspaces.filter(done_at__isnull=True, claimed_at__isnull=True).update(
-        created_at=F("created_at") - age
+        created_at=F("created_at") - age, last_published_at=F("last_published_at") - age
     )
-    OpportunityStep.all_workspaces.filter(status=OpportunityStep.Status.DUE).update(created_at=F("created_at") - age)
-    Delivery.all_workspaces.filter(status=Delivery.Status.PENDING).update(created_at=F("created_at") - age)
+    # Last publishes are aged past the sweepers' longest grace (republish caps: 5 and 10 minutes).
+    age_more = timedelta(minutes=11)
+    OpportunityStep.all_workspaces.filter(status=OpportunityStep.Status.DUE).update(
+        created_at=F("created_at") - age, last_published_at=F("last_published_at") - age_more
+    )
+    Delivery.all_workspaces.filter(status=Delivery.Status.PENDING).update(
+        created_at=F("created_at") - age, last_published_at=F("last_published_at") - age_more
+    )
     Delivery.all_workspaces.filter(status=Delivery.Status.SENDING, claimed_at__lt=claimed_before).update(
-        claimed_at=F("claimed_at") - age, created_at=F("created_at") - age
+        claimed_at=F("claimed_at") - age,
+        created_at=F("created_at") - age,
+        last_published_at=F("last_published_at") - age_more,
     )

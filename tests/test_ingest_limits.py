@@ -225,3 +225,67 @@ def test_the_rate_limit_counts_atomically_across_threads():
         decisions = list(pool.map(lambda _: ratelimit.hit(bucket=bucket, limit=20, clock=clock), range(60)))
     assert sum(d.allowed for d in decisions) == 20
     assert {d.retry_after for d in decisions} == {1}
+
+
+def test_hostile_values_are_refused_per_item_and_the_good_items_of_the_batch_are_stored(tenant_a):
+    with tenant_scope(tenant_a.workspace):
+        create_meter_definition(
+            workspace=tenant_a.workspace,
+            key="rows",
+            label="rows",
+            event_name="Export Run",
+            aggregation="sum",
+            property_name="rows",
+            reset="monthly",
+        )
+    batch = [
+        good("ok-1", properties={"rows": 5}),
+        {"type": "identify", "messageId": "bad-1", "userId": "bad-u1", "traits": {"email": "a" * 250 + "@x.example"}},
+        {"type": "group", "messageId": "bad-2", "userId": "bad-u2", "groupId": "bad-c2", "traits": {"name": "n" * 256}},
+        good("bad-3", userId="bad\u0000u3"),
+        good("bad-4", userId="bad-u4", properties={"tags": ["fine", "a\u0000b"]}),
+        good("bad-5", userId="bad-u5", properties={"k\u0000": 1}),
+        good("bad-6", userId="bad-u6", context={"groupId": "bad-c6", "note": "\ud800"}),
+        good("bad-7", userId="bad-u7", properties={"rows": float("inf")}),
+        {"type": "page", "messageId": "bad-8", "userId": "bad-u8", "name": "p" * 201},
+        {"type": "identify", "messageId": "bad-9", "userId": "bad-u9", "traits": {"name": {"first": "x"}}},
+        good("ok-2", properties={"rows": 10**20}),  # stored, but too large for a meter: not counted
+        {"type": "identify", "messageId": "ok-3", "userId": "u1", "traits": {"email": "a" * 244 + "@x.example"}},
+    ]
+    response = post(tenant_a, "/v1/batch", {"batch": batch})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["stored"], body["duplicates"]) == (3, 0)
+    assert [(e["index"], e["field"], e["code"]) for e in body["errors"]] == [
+        (1, "traits.email", "too_long"),
+        (2, "traits.name", "too_long"),
+        (3, "userId", "invalid_character"),
+        (4, "properties.tags.1", "invalid_character"),
+        (5, "properties.k\u0000", "invalid_character"),
+        (6, "context.note", "invalid_character"),
+        (7, "properties.rows", "invalid_number"),
+        (8, "name", "too_long"),
+        (9, "traits.name", "wrong_type"),
+    ]
+    with tenant_scope(tenant_a.workspace):
+        assert sorted(Event.objects.values_list("message_id", flat=True)) == ["ok-1", "ok-2", "ok-3"]
+        assert sorted(EventReceipt.objects.values_list("message_id", flat=True)) == ["ok-1", "ok-2", "ok-3"]
+        assert list(Customer.objects.values_list("external_id", flat=True)) == ["acme"]
+        assert list(Contact.objects.values_list("external_id", "email")) == [("u1", "a" * 244 + "@x.example")]
+        assert Meter.objects.get(key="rows").value == 5
+
+
+def test_a_single_hostile_call_is_400_naming_the_field_and_writes_nothing(tenant_a):
+    response = post(tenant_a, "/v1/track", good(properties={"note": "a\u0000b"}))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_events"
+    assert error["details"] == [
+        {
+            "index": 0,
+            "field": "properties.note",
+            "code": "invalid_character",
+            "message": "properties.note contains a NUL or unpaired surrogate.",
+        }
+    ]
+    assert written(tenant_a) == NOTHING

@@ -203,7 +203,7 @@ def test_an_injected_contact_email_fails_the_delivery_and_sends_nothing(tenant_a
         delivery.refresh_from_db()
         assert (delivery.status, delivery.suppressed_reason) == ("failed", "invalid email address")
         # Nothing is left for the sweeper to retry.
-        assert offer_services.unsent_emails(older_than=timezone.now() + timezone.timedelta(days=1)) == []
+        assert offer_services.unsent_emails(now=timezone.now() + timezone.timedelta(days=1)) == []
     assert sink.messages == []
 
 
@@ -399,9 +399,8 @@ def test_pages_run_under_the_csp_without_violations_in_a_real_browser(live_serve
     assert app_violations == []
 
 
-# Hostile ingest values that PostgreSQL refuses. Today each is a 500 (the batch is rolled back, so
-# nothing is half-written, but the client gets no 4xx telling it which item is bad). Ingestion is being
-# reworked in issue 3; strict xfail makes this test fail once fixed, so the marks get removed then.
+# Hostile ingest values that PostgreSQL refuses (or that would be silently truncated). They were 500s
+# (or a 200 storing a cut-off address); triggers.segment now refuses the item with a 400 naming the field.
 HOSTILE_INGEST = [
     ("/v1/identify", {"type": "identify", "userId": "u1", "traits": {"email": "a" * 300 + "@x.example"}}),
     ("/v1/identify", {"type": "identify", "userId": "u1", "traits": {"name": "n" * 300}}),
@@ -411,17 +410,13 @@ HOSTILE_INGEST = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 3: over-long traits and NUL bytes reach PostgreSQL (DataError → 500)",
-)
 @pytest.mark.django_db
 @pytest.mark.parametrize(("path", "body"), HOSTILE_INGEST, ids=["long-email", "long-name", "nul-email", "nul-user-id", "nul-property"])  # fmt: skip
 def test_hostile_ingest_values_get_a_4xx_not_a_500(tenant_a, path, body):
     client = Client(raise_request_exception=False)
     response = client.post(path, json.dumps({"messageId": "hostile-1", **body}), content_type="application/json", **tenant_a.basic())  # fmt: skip
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_events"
 
 
 @pytest.mark.django_db
@@ -431,5 +426,5 @@ def test_an_unhandled_error_in_an_api_view_does_not_leave_its_tenant_scope_bound
     body = {"type": "track", "messageId": "nul-1", "userId": "u\u0000x", "event": "E"}
     client = Client(raise_request_exception=False)
     response = client.post("/v1/track", json.dumps(body), content_type="application/json", **tenant_a.basic())
-    assert response.status_code in (400, 500)  # 500 until issue 3 rejects NUL bytes; either way:
+    assert response.status_code == 400
     assert active_workspace_id() is None

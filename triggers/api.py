@@ -140,7 +140,8 @@ _ITEM_ERROR = inline_serializer(
         "index": serializers.IntegerField(help_text="Position of the item in the request (0 for single calls)."),
         "field": serializers.CharField(help_text='The offending field, or "" for the whole item.'),
         "code": serializers.CharField(
-            help_text="wrong_type, required, invalid, in_future, too_long, too_large, too_deep"
+            help_text="wrong_type, required, invalid, in_future, too_long, too_large, too_deep, "
+            "invalid_character, invalid_number"
         ),
         "message": serializers.CharField(),
     },

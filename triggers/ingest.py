@@ -33,13 +33,18 @@ def _period(definition: MeterDefinition, at: datetime) -> str:
     return at.strftime("%Y-%m") if definition.reset == MeterDefinition.Reset.MONTHLY else "all"
 
 
+# Meter.value is numeric(20, 4): a larger amount cannot be stored, so it is not counted.
+_MAX_METER_AMOUNT = Decimal(10) ** 16
+
+
 def _number(value: object) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        return Decimal(str(value))
+        amount = Decimal(str(value))
     except InvalidOperation:
         return None
+    return amount if amount.is_finite() and abs(amount) < _MAX_METER_AMOUNT else None
 
 
 def _claim_message_ids(workspace: Workspace, events: list[ValidEvent], now: datetime) -> set[str]:
@@ -123,7 +128,7 @@ def _contacts(
             change.setdefault("traits", {}).update(event.traits)
             for name in ("email", "name"):
                 if isinstance(event.traits.get(name), str) and event.traits[name]:
-                    change[name] = event.traits[name][:254]
+                    change[name] = event.traits[name]  # length bounded by triggers.segment
     if not wanted:
         return {}
     found: dict[str, tuple[int, int | None]] = {
@@ -300,26 +305,41 @@ def _apply_meters(
 
 
 def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: datetime) -> list[int]:
-    """Upsert one pending outbox row per customer; returns the row ids to publish after commit.
+    """Upsert one pending outbox row per customer; returns the ids of rows this call created, to publish.
 
     DO UPDATE (not DO NOTHING) locks a pending row, so a worker claiming it waits for this
-    transaction and then sees its writes.
+    transaction and then sees its writes. A row that was already pending has had its task published
+    (or the sweeper will publish it), so it is not returned: republishing it on every request piled
+    up one redundant task per request under load. New rows are stamped as published now, because
+    the caller publishes them right after commit; if that publish is lost the sweeper redoes it.
     """
     if not customer_ids:
         return []
     table = EvaluationRequest._meta.db_table
-    placeholders = ", ".join(["(%s, %s, %s)"] * len(customer_ids))
+    ordered = sorted(customer_ids)
+    placeholders = ", ".join(["(%s, %s, %s, %s, 1)"] * len(ordered))
     params: list[Any] = []
-    for customer_id in sorted(customer_ids):
-        params += [workspace.pk, customer_id, now]
+    for customer_id in ordered:
+        params += [workspace.pk, customer_id, now, now]
+    upsert = (
+        f"INSERT INTO {table} (workspace_id, customer_id, created_at, last_published_at, publishes) "
+        f"VALUES {placeholders} ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL "
+        "DO UPDATE SET created_at = excluded.created_at "
+    )
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # xmax is 0 on a row version this statement inserted, and set on one it updated (locked).
+            cursor.execute(upsert + "RETURNING id, (xmax = 0)", params)
+            return [row_id for row_id, inserted in cursor.fetchall() if inserted]
+        # Elsewhere (SQLite, the embedded demo: one writer at a time) the pending rows are known beforehand.
         cursor.execute(
-            f"INSERT INTO {table} (workspace_id, customer_id, created_at) VALUES {placeholders} "
-            "ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL "
-            "DO UPDATE SET created_at = excluded.created_at RETURNING id",
-            params,
+            f"SELECT id FROM {table} WHERE workspace_id = %s AND claimed_at IS NULL AND customer_id IN "
+            f"({', '.join(['%s'] * len(ordered))})",
+            [workspace.pk, *ordered],
         )
-        return [row[0] for row in cursor.fetchall()]
+        pending = {row[0] for row in cursor.fetchall()}
+        cursor.execute(upsert + "RETURNING id", params)
+        return [row[0] for row in cursor.fetchall() if row[0] not in pending]
 
 
 def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:

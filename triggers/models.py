@@ -98,6 +98,10 @@ class EvaluationRequest(TenantModel):
     created_at = models.DateTimeField()
     claimed_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
+    # When a task for this row was last published, and how many times: the sweeper republishes only
+    # rows whose last publish is older than a grace that doubles per publish (a deep queue is not a loss).
+    last_published_at = models.DateTimeField(null=True, blank=True)
+    publishes = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -244,6 +248,9 @@ class OpportunityStep(TenantModel):
     outcome_at = models.DateTimeField(null=True, blank=True)
     due_at = models.DateTimeField()
     created_at = models.DateTimeField()
+    # Publishes of offers.deliver_step for this step (see EvaluationRequest): the delivery sweeper backs off.
+    last_published_at = models.DateTimeField(null=True, blank=True)
+    publishes = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [

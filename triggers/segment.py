@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +18,11 @@ MAX_NESTING = 10
 MAX_FUTURE_SKEW = timedelta(hours=24)
 MAX_ID_LENGTH = 255
 MAX_MESSAGE_ID_LENGTH = 100
+MAX_EVENT_NAME_LENGTH = 200
+# Trait strings copied into columns (Contact.email, Contact/Customer.name): longer would not fit.
+MAX_TRAIT_LENGTHS = {"email": 254, "name": 255}
+# PostgreSQL stores neither NUL in text/jsonb nor lone surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,43 @@ def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level + 1)
     return level
+
+
+def _unstorable(value: Any, path: str) -> tuple[str, str] | None:
+    """The first (field path, problem) PostgreSQL would refuse: NUL or a lone surrogate, a non-finite number."""
+    if isinstance(value, str):
+        return (path, "character") if _UNSTORABLE.search(value) else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, "number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if _UNSTORABLE.search(str(key)):
+                return (child, "character")
+            found = _unstorable(item, child)
+            if found:
+                return found
+    if isinstance(value, list):
+        for position, item in enumerate(value):
+            found = _unstorable(item, f"{path}.{position}")
+            if found:
+                return found
+    return None
+
+
+def _trait_errors(traits: dict[str, Any], index: int) -> list[ItemError]:
+    errors = []
+    for name, limit in MAX_TRAIT_LENGTHS.items():
+        value = traits.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, str | int | float):
+            errors.append(ItemError(index, f"traits.{name}", "wrong_type", f"traits.{name} must be a string."))
+        elif len(str(value)) > limit:
+            errors.append(
+                ItemError(index, f"traits.{name}", "too_long", f"traits.{name} is longer than {limit} characters.")
+            )
+    return errors
 
 
 def _id(raw: dict[str, Any], name: str, index: int, errors: list[ItemError], max_len: int = MAX_ID_LENGTH) -> str:
@@ -107,6 +151,12 @@ def validate_item(raw: Any, index: int, now: datetime, default_type: str | None 
         return [ItemError(index, "", "too_large", f"An event may be at most {MAX_EVENT_BYTES} bytes.")]
     if _depth(raw) > MAX_NESTING:
         return [ItemError(index, "", "too_deep", f"An event may nest at most {MAX_NESTING} levels.")]
+    unstorable = _unstorable(raw, "")
+    if unstorable is not None:
+        path, problem = unstorable
+        if problem == "character":
+            return [ItemError(index, path, "invalid_character", f"{path} contains a NUL or unpaired surrogate.")]
+        return [ItemError(index, path, "invalid_number", f"{path} is not a finite number.")]
     event_type = raw.get("type", default_type)
     if event_type not in EVENT_TYPES:
         errors.append(ItemError(index, "type", "invalid", f"type must be one of {', '.join(EVENT_TYPES)}."))
@@ -125,15 +175,23 @@ def validate_item(raw: Any, index: int, now: datetime, default_type: str | None 
         value = raw.get("event")
         if not isinstance(value, str) or not value.strip():
             errors.append(ItemError(index, "event", "required", "event (a non-empty string) is required for track."))
-        elif len(value) > 200:
-            errors.append(ItemError(index, "event", "too_long", "event is longer than 200 characters."))
+        elif len(value) > MAX_EVENT_NAME_LENGTH:
+            errors.append(
+                ItemError(index, "event", "too_long", f"event is longer than {MAX_EVENT_NAME_LENGTH} characters.")
+            )
         else:
             event_name = value
     elif event_type in ("page", "screen"):
         value = raw.get("name")
-        event_name = value if isinstance(value, str) else ""
+        if isinstance(value, str) and len(value) > MAX_EVENT_NAME_LENGTH:
+            errors.append(
+                ItemError(index, "name", "too_long", f"name is longer than {MAX_EVENT_NAME_LENGTH} characters.")
+            )
+        else:
+            event_name = value if isinstance(value, str) else ""
     properties = _object(raw, "properties", index, errors)
     traits = _object(raw, "traits", index, errors)
+    errors += _trait_errors(traits, index)
     context = _object(raw, "context", index, errors)
     timestamp = _timestamp(raw, index, now, errors)
     if not group_id and isinstance(context.get("groupId"), str | int):

@@ -8,13 +8,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 
 from accounts.models import Contact, Customer, Workspace
 from accounts.services import audit
 from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES, current_subscription
+from triggers import republish
 from triggers.caps import contact_cap_reason, customer_cap_reason
 from triggers.evaluation import (
     EVENT_KINDS,
@@ -635,6 +636,9 @@ def _add_step(
                 suppressed_reason=reason,
                 due_at=now,
                 created_at=now,
+                # A due step is published (offers.deliver_step) by the evaluating task right after this.
+                last_published_at=now if status == OpportunityStep.Status.DUE else None,
+                publishes=1 if status == OpportunityStep.Status.DUE else 0,
             )
     except IntegrityError:
         return None
@@ -652,25 +656,35 @@ def finish_evaluation(*, request_id: int, now: datetime) -> None:
     EvaluationRequest.objects.filter(pk=request_id).update(done_at=now)
 
 
-def stale_evaluation_requests(*, now: datetime, grace: timedelta) -> list[tuple[int, int]]:
-    """(workspace id, request id) of outbox rows never claimed within `grace`, across all workspaces."""
+def evaluations_to_republish(*, now: datetime) -> list[tuple[int, int]]:
+    """(workspace id, request id) of unclaimed outbox rows whose last publish is past its grace, all workspaces."""
     return list(
-        EvaluationRequest.all_workspaces.filter(
-            done_at__isnull=True, claimed_at__isnull=True, created_at__lt=now - grace
-        ).values_list("workspace_id", "id")[:1000]
+        EvaluationRequest.all_workspaces.filter(done_at__isnull=True, claimed_at__isnull=True)
+        .filter(republish.due(now=now))
+        .order_by("last_published_at", "id")
+        .values_list("workspace_id", "id")[:1000]
     )
 
 
-def requeue_abandoned_evaluations(*, now: datetime) -> int:
-    """Outbox rows claimed by a worker that died: close them and open a fresh pending request."""
+def mark_evaluations_published(*, request_ids: list[int], now: datetime) -> None:
+    """Stamp outbox rows as published now (once more); claimed rows are left alone."""
+    EvaluationRequest.all_workspaces.filter(pk__in=request_ids, claimed_at__isnull=True).update(
+        last_published_at=now, publishes=F("publishes") + 1
+    )
+
+
+def requeue_abandoned_evaluations(*, now: datetime) -> list[tuple[int, int]]:
+    """Outbox rows claimed by a worker that died: close them and open fresh pending requests (returned, to publish)."""
     abandoned = list(
         EvaluationRequest.all_workspaces.filter(done_at__isnull=True, claimed_at__lt=now - EVALUATION_LEASE)[:1000]
     )
+    reopened: list[tuple[int, int]] = []
     for row in abandoned:
         with transaction.atomic():
             EvaluationRequest.all_workspaces.filter(pk=row.pk).update(done_at=now)
-            request_evaluation(workspace=row.workspace, customer_ids={row.customer_id}, now=now)
-    return len(abandoned)
+            new_ids = request_evaluation(workspace=row.workspace, customer_ids={row.customer_id}, now=now)
+        reopened += [(row.workspace_id, request_id) for request_id in new_ids]
+    return reopened
 
 
 # Outcomes only move forward: a later "shown" never overwrites a "dismissed" or an "accepted".

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import current_app, shared_task
 from django.db import connection, transaction
@@ -67,13 +66,16 @@ def evaluate_requests(workspace_id: int, request_ids: list[int]) -> list[int]:
 
 @shared_task(name="triggers.tasks.sweep_evaluation_outbox")
 def sweep_evaluation_outbox() -> int:
-    """Re-publish outbox rows that were committed but never picked up (lost publish, broker restart)."""
+    """Publish outbox rows never picked up (lost publish, broker restart), backing off per row; reopen dead claims."""
     now = timezone.now()
-    services.requeue_abandoned_evaluations(now=now)
-    stale = services.stale_evaluation_requests(now=now, grace=timedelta(seconds=20))
-    for workspace_id, request_id in stale:
+    # Reopened rows are stamped as published by request_evaluation, so they are published here, now.
+    reopened = services.requeue_abandoned_evaluations(now=now)
+    due = services.evaluations_to_republish(now=now)
+    for workspace_id, request_id in reopened + due:
         evaluate_customer.delay(workspace_id, request_id)
-    return len(stale)
+    # Stamped after publishing: a crash in between only means the row is published again next sweep.
+    services.mark_evaluations_published(request_ids=[request_id for _ws, request_id in due], now=now)
+    return len(reopened) + len(due)
 
 
 @shared_task(name="triggers.tasks.ensure_event_partitions")
