@@ -53,11 +53,18 @@ def create_plan(
 
 @transaction.atomic
 def start_subscription(*, customer: Customer, plan: Plan, now: datetime, quantity: int = 1) -> Subscription:
-    """Put a customer on a plan and refresh their MRR."""
+    """Put a customer on a plan (billed outside Stripe), record the MRR movement and refresh their MRR."""
+    before = _states(customer)
     subscription = Subscription.objects.create(
         workspace_id=customer.workspace_id, customer=customer, plan=plan, quantity=quantity, started_at=now
     )
-    refresh_customer_mrr(customer=customer)
+    _record_movement(
+        customer=customer,
+        before=before,
+        now=now,
+        source_key=f"local:subscription:{subscription.pk}:start",
+        attribution=Attribution(),
+    )
     return subscription
 
 
@@ -74,12 +81,22 @@ def refresh_customer_mrr(*, customer: Customer) -> int:
 
 
 @transaction.atomic
-def change_plan(*, subscription: Subscription, plan: Plan, now: datetime) -> Subscription:
-    """Move a subscription to another plan locally and refresh the customer's MRR."""
+def change_plan(
+    *, subscription: Subscription, plan: Plan, now: datetime, attribution: Attribution | None = None
+) -> Subscription:
+    """Move a subscription (billed outside Stripe) to another plan, recording the MRR movement."""
     locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    before = _states(locked.customer)
+    previous_plan_id = locked.plan_id
     locked.plan = plan
     locked.save(update_fields=["plan"])
-    refresh_customer_mrr(customer=locked.customer)
+    _record_movement(
+        customer=locked.customer,
+        before=before,
+        now=now,
+        source_key=f"local:subscription:{locked.pk}:plan:{previous_plan_id}->{plan.pk}:{now.isoformat()}",
+        attribution=attribution or Attribution(),
+    )
     subscription.plan = plan
     return locked
 

@@ -564,7 +564,7 @@ def accept_upgrade(
                 return False, None
         else:
             try:
-                change_plan(subscription=subscription, plan=change.target_plan, now=now)
+                change_plan(subscription=subscription, plan=change.target_plan, now=now, attribution=attribution)
             except IntegrityError:
                 return False, None
         delivery.status = Delivery.Status.ACCEPTED
