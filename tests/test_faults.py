@@ -111,11 +111,13 @@ def all_sent(workspace_id: int, customers: int) -> bool:
             Delivery.objects.filter(step__channel=OpportunityStep.Channel.EMAIL, status=Delivery.Status.SENT).count()
             == customers
             and not EvaluationRequest.objects.filter(done_at__isnull=True).exists()
+            # In-app steps too: a kill can lose a deliver_step task whose email sibling already went out.
+            and not OpportunityStep.objects.filter(status=OpportunityStep.Status.DUE).exists()
         )
 
 
 def sweep_until_done(app: Any, workspace_id: int, customers: int, claimed_before: Any, timeout: float) -> None:
-    """Publish the beat's sweeps (with leases aged) until every email is sent."""
+    """Publish the beat's sweeps (with leases aged) until every email is sent and every step delivered."""
     deadline = time.monotonic() + timeout
     while not all_sent(workspace_id, customers):
         assert time.monotonic() < deadline, "the sweepers did not recover every message in time"
