@@ -8,6 +8,7 @@ import json
 import zlib
 from typing import Any, ClassVar
 
+import orjson
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
@@ -25,8 +26,11 @@ from triggers.ingest import ingest
 from triggers.tasks import publish_evaluations
 
 
-def read_json_body(request: Request) -> Any:
-    """The request body as JSON, enforcing the size limit before and after decompression."""
+def read_json_body(request: Request, *, wrapper_depth: int = 0) -> tuple[Any, segment.BodyScreen]:
+    """The request body as JSON, enforcing the size limit before and after decompression.
+
+    Returns the body and what a scan of its bytes proves about every item in it (see BodyScreen).
+    """
     django_request = request._request
     declared = django_request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > segment.MAX_REQUEST_BYTES:
@@ -48,7 +52,13 @@ def read_json_body(request: Request) -> Any:
             message=f"A request may be at most {segment.MAX_REQUEST_BYTES} bytes.",
         )
     try:
-        return json.loads(raw)
+        # orjson refuses lone surrogates and NaN/Infinity, which PostgreSQL could not store anyway.
+        return orjson.loads(raw), segment.screen_body(raw, strict_json=True, wrapper_depth=wrapper_depth)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # The permissive parser, so that such values are refused item by item with their field.
+        return json.loads(raw), segment.BodyScreen()
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(status_code=400, code="malformed_json", message=f"The body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
@@ -77,6 +87,7 @@ class _IngestView(WriteKeyAPIView):
 
     parser_classes = ()  # the body is read and size-checked by read_json_body
     call_type: ClassVar[str | None] = None
+    wrapper_depth: ClassVar[int] = 0  # how deep the calls sit in the body
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -110,10 +121,10 @@ class _IngestView(WriteKeyAPIView):
         return [body]
 
     def post(self, request: Request) -> Response:
-        body = read_json_body(request)
+        body, screen = read_json_body(request, wrapper_depth=self.wrapper_depth)
         items = self.items(body)
         now = timezone.now()
-        validated = segment.validate_batch(items, now, default_type=self.call_type)
+        validated = segment.validate_batch(items, now, default_type=self.call_type, screen=screen)
         errors = [error.as_dict() for error in validated.errors]
         if not validated.events:
             if errors and all(error["code"] == "too_large" for error in errors):
@@ -229,6 +240,8 @@ PageView = _track_like("page")
 
 class BatchView(_IngestView):
     """Up to 500 KB of calls in `batch`; good items are stored, bad ones reported by index."""
+
+    wrapper_depth = 2  # {"batch": [call, ...]}
 
     @extend_schema(request=_BATCH, responses=_RESPONSES, summary="Segment batch", tags=["ingestion"])
     def post(self, request: Request) -> Response:

@@ -18,6 +18,8 @@ class EventReceipt(TenantModel):
     """
 
     pk = models.CompositePrimaryKey("workspace_id", "message_id")
+    # The primary key starts with the workspace: a second index on it would only slow every insert.
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False)
     message_id = models.CharField(max_length=100)
     received_at = models.DateTimeField()
 
@@ -35,8 +37,15 @@ class Event(TenantModel):
     user_id = models.CharField(max_length=255, blank=True)
     anonymous_id = models.CharField(max_length=255, blank=True)
     group_id = models.CharField(max_length=255, blank=True)
-    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
+    # Events are append-only history at hundreds of millions of rows: no constraint, no single-column
+    # index (every read is scoped by workspace and served by event_customer_time), and deleting a
+    # customer or contact leaves its events as they were rather than rewriting the history table.
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False
+    )
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False
+    )
     properties = models.JSONField(default=dict)
     context = models.JSONField(default=dict)
     timestamp = models.DateTimeField()
@@ -75,8 +84,11 @@ class MeterDefinition(TenantModel):
 class Meter(TenantModel):
     """A customer's value of a meter in a period ("2026-11", or "all" for meters that never reset)."""
 
+    # meter_unique (workspace, customer, key, period) serves every lookup; each extra index would be
+    # rewritten by every non-HOT update of a hot counter row.
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False)
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="meters")
-    key = models.SlugField(max_length=64)
+    key = models.SlugField(max_length=64, db_index=False)
     period = models.CharField(max_length=8)
     value = models.DecimalField(max_digits=20, decimal_places=4, default=0)
     updated_at = models.DateTimeField()
@@ -95,7 +107,7 @@ class EvaluationRequest(TenantModel):
     """
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
-    created_at = models.DateTimeField()
+    created_at = models.DateTimeField()  # when the customer first needed this evaluation (later events coalesce)
     claimed_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
     # When a task for this row was last published, and how many times: the sweeper republishes only
