@@ -36,7 +36,7 @@ ITEMS = [
 def test_screened_validation_equals_full_validation(wrapped):
     for item in ITEMS:
         raw = orjson.dumps({"batch": [item]} if wrapped else item)
-        screen = segment.screen_body(raw, strict_json=True, wrapper_depth=2 if wrapped else 0)
+        screen = segment.screen_body(raw, strict_json=True)
         screened = segment.validate_batch([item], NOW, screen=screen)
         full = segment.validate_batch([item], NOW)
         assert (screened.events, screened.errors) == (full.events, full.errors), item["messageId"]
@@ -44,24 +44,24 @@ def test_screened_validation_equals_full_validation(wrapped):
 
 def test_the_screen_proves_only_what_the_bytes_show():
     small = orjson.dumps({"batch": [ITEMS[0]]})
-    assert segment.screen_body(small, strict_json=True, wrapper_depth=2) == segment.BodyScreen(True, True, True)
+    assert segment.screen_body(small, strict_json=True) == segment.BodyScreen(items_within_size=True, storable=True)
     # Parsed by the permissive parser: nothing about surrogates or NaN is proved.
-    assert not segment.screen_body(small, strict_json=False, wrapper_depth=2).storable
-    assert not segment.screen_body(orjson.dumps(ITEMS[3]), strict_json=True, wrapper_depth=0).storable
-    assert not segment.screen_body(orjson.dumps(ITEMS[1]), strict_json=True, wrapper_depth=0).items_within_depth
-    assert not segment.screen_body(orjson.dumps(ITEMS[4]), strict_json=True, wrapper_depth=0).items_within_size
+    assert not segment.screen_body(small, strict_json=False).storable
+    assert not segment.screen_body(orjson.dumps(ITEMS[3]), strict_json=True).storable
+    assert not segment.screen_body(orjson.dumps(ITEMS[4]), strict_json=True).items_within_size
 
 
-@pytest.mark.parametrize(
-    ("text", "depth"),
-    [
-        ("1", 0),
-        ("{}", 1),
-        ('{"a": [1, {"b": []}]}', 4),
-        ('{"a": "[[[[{{{{", "b": "\\\\"}', 1),  # brackets inside strings, an escaped backslash before a quote
-        ('["\\"]]]]", [[]]]', 3),  # an escaped quote inside a string does not end it
-    ],
-)
-def test_bracket_depth_ignores_strings(text, depth):
-    assert segment.bracket_depth(text.encode()) == depth
-    json.loads(text)  # the cases are valid JSON
+def _reference_depth(value, level=0):
+    """The nesting depth, by the plain definition: every value is walked."""
+    if isinstance(value, dict):
+        return max((_reference_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_reference_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+@pytest.mark.parametrize("text", ["1", "{}", "[[]]", '{"a": [1, {"b": []}]}', '{"a": "[[[{{", "b": [[[1], 2]]}'])
+def test_depth_walks_containers_only_but_counts_like_the_plain_definition(text):
+    value = json.loads(text)
+    assert segment._depth(value) == _reference_depth(value)
+    assert segment._depth(_nested(9)) == 9 and segment._depth(_nested(12)) > segment.MAX_NESTING

@@ -26,7 +26,7 @@ from triggers.ingest import ingest
 from triggers.tasks import publish_evaluations
 
 
-def read_json_body(request: Request, *, wrapper_depth: int = 0) -> tuple[Any, segment.BodyScreen]:
+def read_json_body(request: Request) -> tuple[Any, segment.BodyScreen]:
     """The request body as JSON, enforcing the size limit before and after decompression.
 
     Returns the body and what a scan of its bytes proves about every item in it (see BodyScreen).
@@ -53,7 +53,7 @@ def read_json_body(request: Request, *, wrapper_depth: int = 0) -> tuple[Any, se
         )
     try:
         # orjson refuses lone surrogates and NaN/Infinity, which PostgreSQL could not store anyway.
-        return orjson.loads(raw), segment.screen_body(raw, strict_json=True, wrapper_depth=wrapper_depth)
+        return orjson.loads(raw), segment.screen_body(raw, strict_json=True)
     except orjson.JSONDecodeError:
         pass
     try:
@@ -87,7 +87,6 @@ class _IngestView(WriteKeyAPIView):
 
     parser_classes = ()  # the body is read and size-checked by read_json_body
     call_type: ClassVar[str | None] = None
-    wrapper_depth: ClassVar[int] = 0  # how deep the calls sit in the body
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -121,7 +120,7 @@ class _IngestView(WriteKeyAPIView):
         return [body]
 
     def post(self, request: Request) -> Response:
-        body, screen = read_json_body(request, wrapper_depth=self.wrapper_depth)
+        body, screen = read_json_body(request)
         items = self.items(body)
         now = timezone.now()
         validated = segment.validate_batch(items, now, default_type=self.call_type, screen=screen)
@@ -240,8 +239,6 @@ PageView = _track_like("page")
 
 class BatchView(_IngestView):
     """Up to 500 KB of calls in `batch`; good items are stored, bad ones reported by index."""
-
-    wrapper_depth = 2  # {"batch": [call, ...]}
 
     @extend_schema(request=_BATCH, responses=_RESPONSES, summary="Segment batch", tags=["ingestion"])
     def post(self, request: Request) -> Response:

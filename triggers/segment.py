@@ -35,37 +35,20 @@ class BodyScreen:
     """
 
     items_within_size: bool = False  # the whole body is too small for any item to exceed the limit
-    items_within_depth: bool = False  # no item can nest deeper than MAX_NESTING
     storable: bool = False  # no NUL, lone surrogate or non-finite number anywhere
 
 
 # Re-encoding can grow an item: a number written "1e5" comes back as "100000.0" (at most ~3x).
 _REENCODING_GROWTH = 3
-_JSON_STRING = re.compile(rb'"(?:[^"\\\\]|\\\\.)*"')
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"{}[]"))
 
 
-def bracket_depth(raw: bytes) -> int:
-    """The deepest nesting of objects and arrays in a JSON text (brackets inside strings ignored)."""
-    depth = deepest = 0
-    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
-        if byte in b"{[":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def screen_body(raw: bytes, *, strict_json: bool) -> BodyScreen:
+    """Screen a body; `strict_json` when its parser refused lone surrogates and NaN/Infinity.
 
-
-def screen_body(raw: bytes, *, strict_json: bool, wrapper_depth: int) -> BodyScreen:
-    """Screen a body parsed by a strict parser (one that refuses lone surrogates and NaN/Infinity).
-
-    `wrapper_depth` is how deep the items sit: 0 for a single call, 2 for {"batch": [...]}.
     A NUL can only be written as the escape \\u0000 in JSON, so its absence is a byte search.
     """
     return BodyScreen(
         items_within_size=len(raw) * _REENCODING_GROWTH <= MAX_EVENT_BYTES,
-        items_within_depth=bracket_depth(raw) - wrapper_depth <= MAX_NESTING,
         storable=strict_json and b"\\u0000" not in raw,
     )
 
@@ -104,13 +87,17 @@ class Validated:
 
 
 def _depth(value: Any, level: int = 0) -> int:
+    """How deep objects and arrays nest in `value` (scalars add nothing); stops counting past the limit."""
     if level > MAX_NESTING:
         return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+    if children is None:
+        return level
+    deepest = level + 1
+    for child in children:
+        if isinstance(child, dict | list):  # recursing only into containers: most values are scalars
+            deepest = max(deepest, _depth(child, level + 1))
+    return deepest
 
 
 def _unstorable(value: Any, path: str) -> tuple[str, str] | None:
@@ -213,7 +200,7 @@ def validate_item(
         return [ItemError(index, "", "wrong_type", "Each item must be a JSON object.")]
     if not screen.items_within_size and _encoded_size(raw) > MAX_EVENT_BYTES:
         return [ItemError(index, "", "too_large", f"An event may be at most {MAX_EVENT_BYTES} bytes.")]
-    if not screen.items_within_depth and _depth(raw) > MAX_NESTING:
+    if _depth(raw) > MAX_NESTING:
         return [ItemError(index, "", "too_deep", f"An event may nest at most {MAX_NESTING} levels.")]
     unstorable = None if screen.storable else _unstorable(raw, "")
     if unstorable is not None:
