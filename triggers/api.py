@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import zlib
+from datetime import datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -119,11 +120,16 @@ class _IngestView(WriteKeyAPIView):
     def items(self, body: Any) -> list[Any]:
         return [body]
 
+    def batch_sent_at(self, body: Any) -> datetime | None:
+        return None  # a single call's own sentAt is read with the call
+
     def post(self, request: Request) -> Response:
         body, screen = read_json_body(request)
         items = self.items(body)
         now = timezone.now()
-        validated = segment.validate_batch(items, now, default_type=self.call_type, screen=screen)
+        validated = segment.validate_batch(
+            items, now, default_type=self.call_type, screen=screen, batch_sent_at=self.batch_sent_at(body)
+        )
         errors = [error.as_dict() for error in validated.errors]
         if not validated.events:
             if errors and all(error["code"] == "too_large" for error in errors):
@@ -250,6 +256,14 @@ class BatchView(_IngestView):
                 status_code=400, code="invalid", message="batch must be a list.", details=[{"field": "batch"}]
             )
         return list(body["batch"])
+
+    def batch_sent_at(self, body: Any) -> datetime | None:
+        try:
+            return segment.parse_sent_at(body.get("sentAt"))
+        except ValueError as exc:
+            raise ApiError(
+                status_code=400, code="invalid", message=str(exc), details=[{"field": "sentAt", "code": "invalid"}]
+            ) from exc
 
 
 __all__ = ["BatchView", "GroupView", "IdentifyView", "PageView", "TrackView"]

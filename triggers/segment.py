@@ -171,14 +171,32 @@ def _parse_timestamp(value: str) -> datetime | None:
             return None
 
 
-def _timestamp(raw: dict[str, Any], index: int, now: datetime, errors: list[ItemError]) -> datetime:
-    value = raw.get("timestamp")
+def _aware(raw: dict[str, Any], name: str, index: int, errors: list[ItemError]) -> datetime | None:
+    value = raw.get(name)
     if value is None:
-        return now
+        return None
     parsed = _parse_timestamp(value) if isinstance(value, str) else None
     if parsed is None or parsed.tzinfo is None:
-        errors.append(ItemError(index, "timestamp", "invalid", "timestamp must be an ISO-8601 date-time with offset."))
+        errors.append(ItemError(index, name, "invalid", f"{name} must be an ISO-8601 date-time with offset."))
+        return None
+    return parsed
+
+
+def _timestamp(
+    raw: dict[str, Any], index: int, now: datetime, errors: list[ItemError], batch_sent_at: datetime | None
+) -> datetime:
+    """When the call happened, on our clock.
+
+    As Segment does: when the client says when it sent the call (`sentAt`, on the call or the
+    batch), the difference between our clock and the client's at sending is added to its
+    `timestamp`, so a device whose clock is hours off still records the right time.
+    """
+    parsed = _aware(raw, "timestamp", index, errors)
+    sent_at = _aware(raw, "sentAt", index, errors) or batch_sent_at
+    if parsed is None:
         return now
+    if sent_at is not None:
+        parsed += now - sent_at
     if parsed - now > MAX_FUTURE_SKEW:
         errors.append(ItemError(index, "timestamp", "in_future", "timestamp is more than 24 hours in the future."))
     return parsed
@@ -192,7 +210,12 @@ def _encoded_size(raw: dict[str, Any]) -> int:
 
 
 def validate_item(
-    raw: Any, index: int, now: datetime, default_type: str | None = None, screen: BodyScreen = BodyScreen()
+    raw: Any,
+    index: int,
+    now: datetime,
+    default_type: str | None = None,
+    screen: BodyScreen = BodyScreen(),
+    batch_sent_at: datetime | None = None,
 ) -> ValidEvent | list[ItemError]:
     """Validate one call; returns the event or the list of what is wrong with it."""
     errors: list[ItemError] = []
@@ -244,7 +267,7 @@ def validate_item(
     traits = _object(raw, "traits", index, errors)
     errors += _trait_errors(traits, index)
     context = _object(raw, "context", index, errors)
-    timestamp = _timestamp(raw, index, now, errors)
+    timestamp = _timestamp(raw, index, now, errors, batch_sent_at)
     if not group_id and isinstance(context.get("groupId"), str | int):
         group_id = str(context["groupId"])[:MAX_ID_LENGTH]
     if errors:
@@ -263,14 +286,28 @@ def validate_item(
     )
 
 
+def parse_sent_at(value: Any) -> datetime | None:
+    """A batch's `sentAt`, or None when absent; ValueError when present but not a date-time with offset."""
+    if value is None:
+        return None
+    parsed = _parse_timestamp(value) if isinstance(value, str) else None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError("sentAt must be an ISO-8601 date-time with offset.")
+    return parsed
+
+
 def validate_batch(
-    items: list[Any], now: datetime, default_type: str | None = None, screen: BodyScreen = BodyScreen()
+    items: list[Any],
+    now: datetime,
+    default_type: str | None = None,
+    screen: BodyScreen = BodyScreen(),
+    batch_sent_at: datetime | None = None,
 ) -> Validated:
     """Validate every item; good ones are kept, bad ones reported by index. Duplicates in one batch collapse."""
     result = Validated()
     seen: set[str] = set()
     for index, raw in enumerate(items):
-        outcome = validate_item(raw, index, now, default_type, screen)
+        outcome = validate_item(raw, index, now, default_type, screen, batch_sent_at)
         if isinstance(outcome, list):
             result.errors.extend(outcome)
         elif outcome.message_id not in seen:
