@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core import mail
 from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
@@ -32,6 +35,8 @@ from triggers.models import Opportunity, OpportunityStep, Rule
 from triggers.services import record_step_outcome
 
 # An email worker that claimed a delivery and vanished is presumed dead after this long.
+logger = logging.getLogger(__name__)
+
 SEND_LEASE = timedelta(minutes=5)
 
 
@@ -299,6 +304,13 @@ def claim_email(*, delivery_id: int, now: datetime) -> bool:
     )
 
 
+def _close_quietly(smtp: BaseEmailBackend) -> None:
+    try:
+        smtp.close()
+    except Exception:  # the message was accepted and recorded (or released); a failed QUIT changes nothing
+        logger.info("closing the SMTP connection failed", exc_info=True)
+
+
 def send_email(*, delivery_id: int, now: datetime) -> bool:
     """Send a claimed email delivery over SMTP and record it; True when this call sent it."""
     if not claim_email(delivery_id=delivery_id, now=now):
@@ -337,16 +349,25 @@ def send_email(*, delivery_id: int, now: datetime) -> bool:
         ),
         "text/html",
     )
+    # The connection is opened here and closed only after the send is recorded: between the server's
+    # acceptance and our record, a crash means a resend (same Message-ID), so that window holds no
+    # round trip that can wait, such as the QUIT a self-closing send would make first.
+    smtp = mail.get_connection()
     try:
-        message.send()
-    except Exception:
-        # Release the claim so a retry can send it; the SMTP server did not accept it.
-        Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.PENDING, claimed_at=None)
-        raise
-    Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.SENT, sent_at=now)
-    # SMTP acceptance is as far as we can see delivery (no bounce feed yet), so both are recorded now.
-    record_event(delivery=delivery, kind=DeliveryEvent.Kind.SENT, now=now)
-    record_event(delivery=delivery, kind=DeliveryEvent.Kind.DELIVERED, now=now)
+        try:
+            smtp.open()
+            message.connection = smtp
+            message.send()
+        except Exception:
+            # Release the claim so a retry can send it; the SMTP server did not accept it.
+            Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.PENDING, claimed_at=None)
+            raise
+        Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.SENT, sent_at=now)
+        # SMTP acceptance is as far as we can see delivery (no bounce feed yet), so both are recorded now.
+        record_event(delivery=delivery, kind=DeliveryEvent.Kind.SENT, now=now)
+        record_event(delivery=delivery, kind=DeliveryEvent.Kind.DELIVERED, now=now)
+    finally:
+        _close_quietly(smtp)
     return True
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import urlparse
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -14,7 +16,7 @@ from accounts.tenancy import tenant_scope
 from offers import services
 from offers.models import Delivery
 from tests.conftest import email_marketing_catalog
-from tests.harness import free_port
+from tests.harness import SmtpSink, free_port
 from tests.offers_fixtures import account_at_usage, use_smtp_sink
 
 NOW = timezone.now().replace(microsecond=0)
@@ -102,3 +104,39 @@ def test_email_headers_parts_links_and_a_retried_send_delivers_once(email_step, 
             "sent",
         ]
     assert len(sink.messages) == 1
+
+
+class _QuitClock(SmtpSink):
+    """A sink that notes when each QUIT arrives (the last round trip of a send)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port=port)
+        self.quits: list[float] = []
+
+    async def handle_QUIT(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.quits.append(time.monotonic())
+        return "221 Bye"
+
+
+@pytest.mark.django_db
+def test_the_send_is_recorded_before_the_smtp_quit(email_step, settings):  # type: ignore[no-untyped-def]
+    """A crash between the server accepting and our record resends; QUIT must not widen that window."""
+    tenant, _account, step = email_step
+    clock = _QuitClock(free_port()).start()
+    settings.EMAIL_PORT = clock.port
+    recorded: list[float] = []
+
+    def note_sent(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        result = execute(sql, params, many, context)
+        if sql.startswith('UPDATE "offers_delivery"') and "sent" in [str(p) for p in params or ()]:
+            recorded.append(time.monotonic())
+        return result
+
+    try:
+        with tenant_scope(tenant.workspace), connection.execute_wrapper(note_sent):
+            [delivery_id] = services.deliver_step(step_id=step.pk, now=NOW)
+            assert services.send_email(delivery_id=delivery_id, now=NOW) is True
+    finally:
+        clock.stop()
+    assert len(clock.messages) == 1 and len(recorded) == 1 and len(clock.quits) == 1
+    assert recorded[0] < clock.quits[0]
