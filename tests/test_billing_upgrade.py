@@ -278,14 +278,16 @@ def test_seat_change_and_add_on_through_stripe_are_typed_movements(localstripe):
         starter, automation = Plan.objects.get(key="starter"), Plan.objects.get(stripe_price_id="automation")
         seats = billing.ChangeRequest(target_plan=starter, quantity=3)
         ts = int(now.timestamp())
-        preview = billing.quote_change(subscription=sub, change=seats, proration_date=ts)
+        preview = billing.quote_change(subscription=sub, change=seats, proration_date=ts).preview
         result = billing.perform_upgrade(
-            delivery_id=9001,
-            subscription=sub,
-            change=seats,
-            proration_date=ts,
-            previewed_amount_cents=preview.amount_due_cents,
-            attribution=billing.Attribution(),
+            request=billing.UpgradeRequest(
+                delivery_id=9001,
+                subscription=sub,
+                change=seats,
+                proration_date=ts,
+                previewed_amount_cents=preview.amount_due_cents,
+                attribution=billing.Attribution(),
+            ),
             now=now,
         )
         assert result.applied and result.movement is not None
@@ -300,12 +302,14 @@ def test_seat_change_and_add_on_through_stripe_are_typed_movements(localstripe):
 
         add_on = billing.ChangeRequest(target_plan=automation, quantity=1, add_on=True)
         result = billing.perform_upgrade(
-            delivery_id=9002,
-            subscription=Subscription.objects.get(),
-            change=add_on,
-            proration_date=ts,
-            previewed_amount_cents=0,
-            attribution=billing.Attribution(),
+            request=billing.UpgradeRequest(
+                delivery_id=9002,
+                subscription=Subscription.objects.get(),
+                change=add_on,
+                proration_date=ts,
+                previewed_amount_cents=0,
+                attribution=billing.Attribution(),
+            ),
             now=now,
         )
         # The add-on is one SubscriptionItem.create carrying the attempt's idempotency key ...
