@@ -82,6 +82,36 @@ def change_params(
     return params
 
 
+def preview_params(
+    *,
+    customer_id: str,
+    subscription_id: str,
+    items: list[dict[str, Any]],
+    proration_date: int,
+    coupon_id: str = "",
+    trial_end: int | None = None,
+) -> dict[str, Any]:
+    """Parameters of Invoice.create_preview for a change: the same terms Subscription.modify will get."""
+    details = change_params(
+        items=items, proration_date=proration_date, coupon_id=coupon_id, preview=True, trial_end=trial_end
+    )
+    params: dict[str, Any] = {"customer": customer_id, "subscription": subscription_id, "subscription_details": details}
+    if coupon_id and not _localstripe():
+        # The coupon to redeem in the preview; localstripe answers 500 to `discounts` and has no coupon maths.
+        params["discounts"] = [{"coupon": coupon_id}]
+    return params
+
+
+def modify_params(
+    *, items: list[dict[str, Any]], proration_date: int, coupon_id: str = "", trial_end: int | None = None
+) -> dict[str, Any]:
+    """Parameters of Subscription.modify for a change, asking for the coupons MRR needs back."""
+    return {
+        **change_params(items=items, proration_date=proration_date, coupon_id=coupon_id, trial_end=trial_end),
+        **_expand_discounts(),
+    }
+
+
 @dataclass(frozen=True)
 class Preview:
     amount_due_cents: int
@@ -100,12 +130,14 @@ def preview_change(
     trial_end: int | None = None,
 ) -> Preview:
     """Stripe's invoice preview of a subscription change at `proration_date` (with the offer's coupon or trial)."""
-    details = change_params(
-        items=items, proration_date=proration_date, coupon_id=coupon_id, preview=True, trial_end=trial_end
+    params = preview_params(
+        customer_id=customer_id,
+        subscription_id=subscription_id,
+        items=items,
+        proration_date=proration_date,
+        coupon_id=coupon_id,
+        trial_end=trial_end,
     )
-    params: dict[str, Any] = {"customer": customer_id, "subscription": subscription_id, "subscription_details": details}
-    if coupon_id and not _localstripe():
-        params["discounts"] = [{"coupon": coupon_id}]
     try:
         invoice = _plain(_client(secret_key).v1.invoices.create_preview(params=params))  # type: ignore[arg-type]
     except stripe.StripeError as exc:
@@ -136,10 +168,7 @@ def modify_subscription(
     trial_end: int | None = None,
 ) -> dict[str, Any]:
     """Apply a prorated change; a replay with the same idempotency key returns the same result."""
-    params = {
-        **change_params(items=items, proration_date=proration_date, coupon_id=coupon_id, trial_end=trial_end),
-        **_expand_discounts(),
-    }
+    params = modify_params(items=items, proration_date=proration_date, coupon_id=coupon_id, trial_end=trial_end)
     if _localstripe() and len(items) == 1 and "id" not in items[0]:
         # localstripe's Subscription.modify handles exactly one item (500 otherwise): an added item
         # (add-on) goes through SubscriptionItem.create, which takes no proration parameters.

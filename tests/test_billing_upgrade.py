@@ -40,8 +40,11 @@ class Offer:
     url: str
 
 
-def offer_for_acme(name: str = "mailbird", outbox=None) -> Offer:  # type: ignore[no-untyped-def]
-    """Acme pays $29 Starter in Stripe, reaches 90% of its limit, and gets the Growth email."""
+def offer_for_acme(name: str = "mailbird", outbox=None, incentive: dict | None = None) -> Offer:  # type: ignore[no-untyped-def,type-arg]
+    """Acme pays $29 Starter in Stripe, reaches 90% of its limit, and gets the Growth email.
+
+    With `incentive` (create_offer's incentive fields), the rule's offer promises it.
+    """
     tenant = make_tenant(name)
     workspace = tenant.workspace
     catalog = email_marketing_catalog(workspace)
@@ -66,6 +69,16 @@ def offer_for_acme(name: str = "mailbird", outbox=None) -> Offer:  # type: ignor
         )
         evaluate_customer(customer_id=customer.pk, now=now)
         step = OpportunityStep.objects.get(channel="email")
+        if incentive is not None:
+            offers.create_offer(
+                workspace=workspace,
+                name="Growth for growing lists",
+                kind="upsell",
+                now=now,
+                rule=step.opportunity.rule,
+                target_plan=catalog.growth,
+                **incentive,
+            )
         [delivery_id] = offers.deliver_step(step_id=step.pk, now=now)
         url = links.upgrade_url(delivery_id)
         if outbox is not None:
