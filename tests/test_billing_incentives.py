@@ -277,7 +277,14 @@ def test_stripe_shaped_upgrades_with_an_incentive_make_the_expected_movements(te
         upgraded = clover_subscription("active", "price_growth_m", [discount(half_once)])
         with_coupon = billing.Attribution(**{**offer.__dict__, "coupon_id": "uplift-50pct-off-1mo"})
         # The first-month coupon is a one-off: MRR is Growth's list price, the coupon is recorded.
-        assert apply(upgraded, "upgrade:1", with_coupon) == ("expansion", "upsell", 2900, 4900, 3, "uplift-50pct-off-1mo")
+        assert apply(upgraded, "upgrade:1", with_coupon) == (
+            "expansion",
+            "upsell",
+            2900,
+            4900,
+            3,
+            "uplift-50pct-off-1mo",
+        )
         # "First 3 months 20% off" is a recurring discount while it lasts: MRR is net of it ...
         twenty_3mo = coupon("repeating", percent_off=20.0) | {"id": "uplift-20pct-off-3mo", "duration_in_months": 3}
         assert apply(clover_subscription("active", "price_growth_m", [discount(twenty_3mo)]), "s2") == (
