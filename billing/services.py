@@ -374,9 +374,33 @@ def apply_stripe_subscription(
         link = StripeCustomer.objects.select_for_update().get(stripe_customer_id=stripe_customer_id)
     customer = Customer.objects.get(pk=link.customer_id)
     before = _states(customer)
-    _write_subscription(customer=customer, data=data, key=key, now=now)
+    was_trialing = Subscription.objects.filter(
+        stripe_subscription_id=data["id"], status=Subscription.Status.TRIALING
+    ).first()
+    subscription = _write_subscription(customer=customer, data=data, key=key, now=now)
+    if attribution is None and was_trialing is not None and subscription.status != Subscription.Status.TRIALING:
+        attribution = _trial_attribution(subscription)
     return _record_movement(
         customer=customer, before=before, now=now, source_key=source_key, attribution=attribution or Attribution()
+    )
+
+
+def _trial_attribution(subscription: Subscription) -> Attribution | None:
+    """A trial that ends is credited to the offer whose upgrade started it (its conversion is the revenue)."""
+    attempt = (
+        UpgradeAttempt.objects.filter(
+            subscription=subscription, status=UpgradeAttempt.Status.APPLIED, trial_end__isnull=False
+        )
+        .order_by("-applied_at")
+        .first()
+    )
+    if attempt is None:
+        return None
+    return Attribution(
+        opportunity_id=attempt.attributed_opportunity_id,
+        offer_id=attempt.attributed_offer_id,
+        variant=attempt.attributed_variant,
+        trigger=attempt.attributed_trigger,
     )
 
 

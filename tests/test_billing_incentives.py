@@ -11,6 +11,7 @@ whose coupon is `source.coupon`). See docs/billing.md, "Real Stripe vs localstri
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from django.utils import timezone
 from accounts.tenancy import tenant_scope
 from billing import services as billing
 from billing import stripe_gateway
-from billing.models import Customer, MrrMovement, UpgradeAttempt
+from billing.models import Customer, MrrMovement, Subscription, UpgradeAttempt
 from offers.models import Delivery
 from tests.test_billing_ledger import coupon, price
 from tests.test_billing_upgrade import modifications, offer_for_acme, quote_from
@@ -275,7 +276,7 @@ def test_stripe_shaped_upgrades_with_an_incentive_make_the_expected_movements(te
         assert apply(clover_subscription("active", "price_starter_m", []), "s0") == ("new", "", 0, 2900, None, "")
         half_once = coupon("once", percent_off=50.0) | {"id": "uplift-50pct-off-1mo"}
         upgraded = clover_subscription("active", "price_growth_m", [discount(half_once)])
-        with_coupon = billing.Attribution(**{**offer.__dict__, "coupon_id": "uplift-50pct-off-1mo"})
+        with_coupon = replace(offer, coupon_id="uplift-50pct-off-1mo")
         # The first-month coupon is a one-off: MRR is Growth's list price, the coupon is recorded.
         assert apply(upgraded, "upgrade:1", with_coupon) == (
             "expansion",
@@ -312,12 +313,31 @@ def test_stripe_shaped_upgrades_with_an_incentive_make_the_expected_movements(te
         assert apply(downgraded, "s5") == ("contraction", "", 4900, 2900, None, "")
         trial = clover_subscription("trialing", "price_growth_m", [], trial_end=1796900000)
         assert apply(trial, "upgrade:2", offer) == ("contraction", "", 2900, 0, 3, "")
+        # The applied attempt perform_upgrade leaves behind; the conversion (a webhook, no attribution
+        # passed) is credited to its offer.
+        local = Subscription.objects.get(stripe_subscription_id="sub_acme")
+        UpgradeAttempt.objects.create(
+            workspace=workspace,
+            delivery_id=2,
+            subscription=local,
+            target_plan=local.plan,
+            proration_date=1795700000,
+            previewed_amount_cents=0,
+            trial_end=1796900000,
+            status=UpgradeAttempt.Status.APPLIED,
+            attributed_opportunity_id=7,
+            attributed_offer_id=3,
+            attributed_variant="b",
+            attributed_trigger="limit_percent",
+            created_at=now,
+            applied_at=now,
+        )
         assert apply(clover_subscription("active", "price_growth_m", []), "s7") == (
             "expansion",
             "upsell",
             0,
             4900,
-            None,
+            3,
             "",
         )
         assert Customer.objects.get(pk=customer.pk).mrr_cents == 4900
