@@ -212,7 +212,7 @@ def test_the_requests_stripe_gets_carry_the_same_coupon_and_trial_as_the_preview
     }
 
 
-def clover_subscription(status: str, price_id: str, discounts: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def clover_subscription(status: str, price_id: str, discounts: list[Any], **extra: Any) -> dict[str, Any]:
     """A Subscription as Stripe returns it with expand=["discounts.source.coupon"] (API 2025-09-30.clover+)."""
     return {
         "id": "sub_acme",
