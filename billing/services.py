@@ -82,22 +82,28 @@ def refresh_customer_mrr(*, customer: Customer) -> int:
 
 @transaction.atomic
 def change_plan(
-    *, subscription: Subscription, plan: Plan, now: datetime, attribution: Attribution | None = None
+    *,
+    subscription: Subscription,
+    plan: Plan,
+    now: datetime,
+    attribution: Attribution | None = None,
+    quantity: int | None = None,
 ) -> Subscription:
-    """Move a subscription (billed outside Stripe) to another plan, recording the MRR movement."""
+    """Move a subscription (billed outside Stripe) to another plan and/or seat count, recording the MRR movement."""
     locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
     before = _states(locked.customer)
-    previous_plan_id = locked.plan_id
+    previous = f"{locked.plan_id}x{locked.quantity}"
     locked.plan = plan
-    locked.save(update_fields=["plan"])
+    locked.quantity = quantity or locked.quantity
+    locked.save(update_fields=["plan", "quantity"])
     _record_movement(
         customer=locked.customer,
         before=before,
         now=now,
-        source_key=f"local:subscription:{locked.pk}:plan:{previous_plan_id}->{plan.pk}:{now.isoformat()}",
+        source_key=f"local:subscription:{locked.pk}:plan:{previous}->{plan.pk}x{locked.quantity}:{now.isoformat()}",
         attribution=attribution or Attribution(),
     )
-    subscription.plan = plan
+    subscription.plan, subscription.quantity = plan, locked.quantity
     return locked
 
 

@@ -98,6 +98,7 @@ def create_offer(
     discount_amount_cents: int | None = None,
     trial_days: int | None = None,
     incentive_ends_at: datetime | None = None,
+    seats_to_add: int | None = None,
     email_template: MessageTemplate | None = None,
     prompt_template: MessageTemplate | None = None,
 ) -> Offer:
@@ -118,6 +119,7 @@ def create_offer(
         discount_amount_cents=discount_amount_cents,
         trial_days=trial_days,
         incentive_ends_at=incentive_ends_at,
+        seats_to_add=seats_to_add,
         email_template=email_template,
         prompt_template=prompt_template,
         created_at=now,
@@ -471,6 +473,7 @@ class SeenQuote:
     amount_cents: int
     coupon_id: str = ""
     trial_days: int | None = None
+    quantity: int | None = None
 
 
 class QuoteOutdated(Exception):
@@ -495,7 +498,8 @@ class UpgradeOffer:
     def quote(self) -> SeenQuote:
         amount = self.preview.amount_due_cents if self.preview else self.opportunity.estimated_uplift_cents
         trial_days = self.change.trial_days if self.change else None
-        return SeenQuote(self.proration_date, amount, self.coupon_id, trial_days)
+        quantity = self.change.quantity if self.change else None
+        return SeenQuote(self.proration_date, amount, self.coupon_id, trial_days, quantity)
 
 
 def _coupon_terms(incentive: queries.PromisedIncentive | None) -> CouponTerms | None:
@@ -507,19 +511,34 @@ def _coupon_terms(incentive: queries.PromisedIncentive | None) -> CouponTerms | 
 
 
 def _change_for(
-    opportunity: Opportunity, subscription: Subscription | None, incentive: queries.PromisedIncentive | None
+    opportunity: Opportunity,
+    subscription: Subscription | None,
+    incentive: queries.PromisedIncentive | None,
+    seats_to_add: int | None,
 ) -> ChangeRequest | None:
-    target = opportunity.target_plan
-    if subscription is None or target is None:
+    if subscription is None:
         return None
-    trial = incentive is not None and incentive.kind == Offer.Incentive.FREE_TRIAL
+    trial_days = (
+        incentive.trial_days if incentive is not None and incentive.kind == Offer.Incentive.FREE_TRIAL else None
+    )
+    if seats_to_add:
+        # A seat offer: the same plan with more seats (the quantity of the subscription's main item).
+        return ChangeRequest(
+            target_plan=subscription.plan,
+            quantity=subscription.quantity + seats_to_add,
+            coupon=_coupon_terms(incentive),
+            trial_days=trial_days,
+        )
+    target = opportunity.target_plan
+    if target is None:
+        return None
     # A plan of another product line is added as a second item (add-on / cross-sell), else swapped in.
     return ChangeRequest(
         target_plan=target,
         quantity=subscription.quantity if target.product == subscription.plan.product else 1,
         add_on=target.product != subscription.plan.product,
         coupon=_coupon_terms(incentive),
-        trial_days=incentive.trial_days if trial and incentive is not None else None,
+        trial_days=trial_days,
     )
 
 
@@ -545,7 +564,12 @@ def _offered(delivery: Delivery, now: datetime) -> _Offered:
     )
     subscription = current_subscription(opportunity.customer)
     incentive = queries.promised_incentive(delivery=delivery, now=now)
-    change = _change_for(opportunity, subscription, incentive)
+    seats = (
+        Offer.objects.filter(pk=delivery.offer_id).values_list("seats_to_add", flat=True).first()
+        if delivery.offer_id
+        else None
+    )
+    change = _change_for(opportunity, subscription, incentive, seats)
     return _Offered(delivery, opportunity, subscription, change, incentive)
 
 
@@ -608,8 +632,9 @@ def _upgrade_request(offered: _Offered, seen: SeenQuote) -> UpgradeRequest | Non
     if not offered.billed_by_stripe:
         return None
     assert offered.subscription is not None and offered.change is not None
-    terms = offered.change.coupon
-    if offered.change.trial_days != seen.trial_days or (terms.id if terms else "") != seen.coupon_id:
+    change, terms = offered.change, offered.change.coupon
+    seen_terms = (seen.coupon_id, seen.trial_days, seen.quantity)
+    if ((terms.id if terms else ""), change.trial_days, change.quantity) != seen_terms:
         if terms is not None:
             # The page priced it without its coupon (not created yet): create it now, then re-quote.
             prepare_coupon(workspace_id=offered.delivery.workspace_id, terms=terms)
@@ -652,7 +677,13 @@ def accept_upgrade(*, delivery_id: int, seen: SeenQuote, now: datetime) -> tuple
         else:
             attribution = _attribution(delivery, opportunity)
             try:
-                change_plan(subscription=subscription, plan=change.target_plan, now=now, attribution=attribution)
+                change_plan(
+                    subscription=subscription,
+                    plan=change.target_plan,
+                    quantity=change.quantity,
+                    now=now,
+                    attribution=attribution,
+                )
             except IntegrityError:
                 return False, None
         delivery.status = Delivery.Status.ACCEPTED

@@ -34,7 +34,7 @@ def _already_used(request: HttpRequest) -> HttpResponse:
 def _quote_token(delivery_id: int, quote: services.SeenQuote) -> str:
     # Signed so the proration date, price and incentive the customer saw cannot be edited in the form.
     data = {"d": delivery_id, "p": quote.proration_date, "a": quote.amount_cents, "c": quote.coupon_id}
-    return signing.dumps({**data, "t": quote.trial_days}, salt=QUOTE_SALT)
+    return signing.dumps({**data, "t": quote.trial_days, "q": quote.quantity}, salt=QUOTE_SALT)
 
 
 def _read_quote(token: str, delivery_id: int) -> services.SeenQuote | None:
@@ -44,9 +44,13 @@ def _read_quote(token: str, delivery_id: int) -> services.SeenQuote | None:
         return None
     if not isinstance(data, dict) or data.get("d") != delivery_id:
         return None
-    trial_days = data.get("t")
+    trial_days, quantity = data.get("t"), data.get("q")
     return services.SeenQuote(
-        int(data["p"]), int(data["a"]), str(data.get("c") or ""), int(trial_days) if trial_days else None
+        int(data["p"]),
+        int(data["a"]),
+        str(data.get("c") or ""),
+        int(trial_days) if trial_days else None,
+        int(quantity) if quantity else None,
     )
 
 
@@ -57,6 +61,8 @@ def _page(request: HttpRequest, token: str, delivery_id: int, status: int = 200,
         "opportunity": offer.opportunity,
         "subscription": offer.subscription,
         "change": offer.change,
+        # What the link moves them to: the offer's plan, or their own plan with more seats.
+        "target_plan": offer.change.target_plan if offer.change else offer.opportunity.target_plan,
         "preview": offer.preview,
         "incentive_line": offer.incentive_line,
         "discounted": bool(offer.coupon_id),

@@ -43,7 +43,7 @@ class Offer:
 def offer_for_acme(name: str = "mailbird", outbox=None, incentive: dict | None = None) -> Offer:  # type: ignore[no-untyped-def,type-arg]
     """Acme pays $29 Starter in Stripe, reaches 90% of its limit, and gets the Growth email.
 
-    With `incentive` (create_offer's incentive fields), the rule's offer promises it.
+    With `incentive` (create_offer's fields: an incentive, seats), the rule's offer promises it.
     """
     tenant = make_tenant(name)
     workspace = tenant.workspace
@@ -73,11 +73,9 @@ def offer_for_acme(name: str = "mailbird", outbox=None, incentive: dict | None =
             offers.create_offer(
                 workspace=workspace,
                 name="Growth for growing lists",
-                kind="upsell",
                 now=now,
                 rule=step.opportunity.rule,
-                target_plan=catalog.growth,
-                **incentive,
+                **{"kind": "upsell", "target_plan": catalog.growth, **incentive},
             )
         [delivery_id] = offers.deliver_step(step_id=step.pk, now=now)
         url = links.upgrade_url(delivery_id)
@@ -335,3 +333,35 @@ def test_seat_change_and_add_on_through_stripe_are_typed_movements(localstripe):
         remote = stripe.Subscription.retrieve(offer.stripe_subscription_id)
         assert [(i.plan.id, i.quantity) for i in remote["items"].data] == [("starter", 3)]
         assert Customer.objects.get(pk=offer.customer.pk).mrr_cents == 8700
+
+
+@pytest.mark.django_db
+def test_a_seat_offer_through_the_link_charges_the_previewed_proration(localstripe):
+    offer = offer_for_acme("seat-link", incentive={"kind": "expansion", "seats_to_add": 2})
+    localstripe.log.clear()
+    client = Client()
+    page = client.get(offer.url)
+    body = page.content.decode()
+    assert page.status_code == 200 and "More seats on Starter" in body and '<td id="seats">3</td>' in body
+    shown = re.search(r'<strong id="prorated-amount">\$([\d.,]+)</strong>', body).group(1)  # type: ignore[union-attr]
+    assert localstripe.log.writes() == []
+    done = client.post(offer.url, {"quote": quote_from(page)})
+    assert done.status_code == 200 and "You're on Starter with 3 seats!" in done.content.decode()
+    [call] = modifications(localstripe, offer.stripe_subscription_id)
+    remote = stripe.Subscription.retrieve(offer.stripe_subscription_id)
+    assert [(item.plan.id, item.quantity) for item in remote["items"].data] == [("starter", 3)]
+    charged = stripe.Invoice.create_preview(
+        customer=offer.stripe_customer_id, subscription=offer.stripe_subscription_id
+    ).amount_due
+    assert f"{charged / 100:,.2f}" == shown and charged == 5800  # two more seats of $29 for the whole period
+    with tenant_scope(offer.workspace):
+        attempt = UpgradeAttempt.objects.get()
+        assert (call[2], attempt.quantity, attempt.previewed_amount_cents) == (attempt.idempotency_key, 3, charged)
+        movement = MrrMovement.objects.get(source_key=f"upgrade:{attempt.pk}")
+        assert (movement.kind, movement.expansion_type, movement.mrr_before_cents, movement.mrr_after_cents) == (
+            "expansion",
+            "seat_expansion",
+            2900,
+            8700,
+        )
+        assert movement.attributed_offer_id == Delivery.objects.get().offer_id is not None
