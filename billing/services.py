@@ -619,8 +619,7 @@ def quote_change(*, subscription: Subscription, change: ChangeRequest, proration
     coupon_id = ""
     if change.coupon is not None and stripe_gateway.coupon_exists(secret_key=key, coupon_id=change.coupon.id):
         coupon_id = change.coupon.id
-    preview = stripe_gateway.preview_change(
-        secret_key=key,
+    params = stripe_gateway.preview_params(
         customer_id=_stripe_customer_id(subscription),
         subscription_id=subscription.stripe_subscription_id,
         items=_change_items(subscription=subscription, change=change),
@@ -628,6 +627,7 @@ def quote_change(*, subscription: Subscription, change: ChangeRequest, proration
         coupon_id=coupon_id,
         trial_end=change.trial_end(proration_date),
     )
+    preview = stripe_gateway.preview_change(secret_key=key, params=params)
     return Quote(preview=preview, coupon_id=coupon_id)
 
 

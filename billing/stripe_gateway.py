@@ -8,7 +8,7 @@ Everything returned to callers is plain dicts/dataclasses so nothing else depend
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,25 +119,8 @@ class Preview:
     currency: str
 
 
-def preview_change(
-    *,
-    secret_key: str,
-    customer_id: str,
-    subscription_id: str,
-    items: list[dict[str, Any]],
-    proration_date: int,
-    coupon_id: str = "",
-    trial_end: int | None = None,
-) -> Preview:
-    """Stripe's invoice preview of a subscription change at `proration_date` (with the offer's coupon or trial)."""
-    params = preview_params(
-        customer_id=customer_id,
-        subscription_id=subscription_id,
-        items=items,
-        proration_date=proration_date,
-        coupon_id=coupon_id,
-        trial_end=trial_end,
-    )
+def preview_change(*, secret_key: str, params: dict[str, Any]) -> Preview:
+    """Stripe's invoice preview of a subscription change (`params` from preview_params)."""
     try:
         invoice = _plain(_client(secret_key).v1.invoices.create_preview(params=params))  # type: ignore[arg-type]
     except stripe.StripeError as exc:
@@ -203,18 +186,22 @@ def _expand_discounts(prefix: str = "") -> dict[str, Any]:
     return {} if _localstripe() else {"expand": [f"{prefix}discounts.source.coupon"]}
 
 
-def retrieve_subscription(*, secret_key: str, subscription_id: str) -> dict[str, Any] | None:
-    """The subscription as Stripe has it now; None when Stripe no longer knows it."""
+def _unless_missing(fetch: Callable[[], Any]) -> dict[str, Any] | None:
+    """The object `fetch` retrieves; None when Stripe answers 404, StripeUnavailable on other errors."""
     try:
-        return _plain(
-            _client(secret_key).v1.subscriptions.retrieve(subscription_id, params=_expand_discounts())  # type: ignore[arg-type]
-        )
+        return _plain(fetch())
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return None
         raise StripeUnavailable(str(exc)) from exc
     except stripe.StripeError as exc:
         raise StripeUnavailable(str(exc)) from exc
+
+
+def retrieve_subscription(*, secret_key: str, subscription_id: str) -> dict[str, Any] | None:
+    """The subscription as Stripe has it now; None when Stripe no longer knows it."""
+    subscriptions = _client(secret_key).v1.subscriptions
+    return _unless_missing(lambda: subscriptions.retrieve(subscription_id, params=_expand_discounts()))  # type: ignore[arg-type]
 
 
 def retrieve_customer(*, secret_key: str, customer_id: str) -> dict[str, Any]:
@@ -320,15 +307,8 @@ def ensure_coupon(*, secret_key: str, terms: CouponTerms) -> str:
 
 def coupon_exists(*, secret_key: str, coupon_id: str) -> bool:
     """Whether Stripe has this coupon (a read: the upgrade page's GET may call it)."""
-    try:
-        _client(secret_key).v1.coupons.retrieve(coupon_id)
-    except stripe.InvalidRequestError as exc:
-        if exc.http_status == 404:
-            return False
-        raise StripeUnavailable(str(exc)) from exc
-    except stripe.StripeError as exc:
-        raise StripeUnavailable(str(exc)) from exc
-    return True
+    coupons = _client(secret_key).v1.coupons
+    return _unless_missing(lambda: coupons.retrieve(coupon_id)) is not None
 
 
 def iter_products(*, secret_key: str) -> Iterator[dict[str, Any]]:

@@ -10,14 +10,12 @@ whose coupon is `source.coupon`). See docs/billing.md, "Real Stripe vs localstri
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import stripe
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -27,7 +25,7 @@ from billing import stripe_gateway
 from billing.models import Customer, MrrMovement, Subscription, UpgradeAttempt
 from offers.models import Delivery
 from tests.test_billing_ledger import coupon, price
-from tests.test_billing_upgrade import modifications, offer_for_acme, quote_from
+from tests.test_billing_upgrade import click_concurrently, modifications, offer_for_acme, quote_from
 
 pytest_plugins = ["tests.stripe_fixtures"]
 
@@ -58,23 +56,7 @@ def test_the_offer_discount_is_priced_on_the_page_and_applied_once_by_ten_concur
     assert localstripe.log.writes() == []  # GET: a coupon read and the read-only preview only
     assert [c[1] for c in localstripe.log.calls] == ["/v1/coupons/uplift-50pct-off-1mo", "/v1/invoices/create_preview"]
 
-    quote = quote_from(page)
-    statuses: list[int] = []
-    barrier = threading.Barrier(10)
-
-    def click() -> None:
-        try:
-            barrier.wait()
-            statuses.append(Client().post(offer.url, {"quote": quote}).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=click) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(statuses) == [200] + [409] * 9
+    assert sorted(click_concurrently(offer.url, quote_from(page), 10)) == [200] + [409] * 9
     assert len(modifications(localstripe, offer.stripe_subscription_id)) == 1
     assert coupon_creations(localstripe) == []  # the coupon existed: no click created another
     assert [c.id for c in stripe.Coupon.list().auto_paging_iter()] == ["uplift-50pct-off-1mo"]

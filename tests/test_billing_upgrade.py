@@ -93,6 +93,26 @@ def modifications(localstripe, sub_id: str) -> list:  # type: ignore[no-untyped-
     return localstripe.log.matching("POST", f"/v1/subscriptions/{sub_id}")
 
 
+def click_concurrently(url: str, quote: str, clicks: int) -> list[int]:
+    """`clicks` POSTs of the same quote at once (threads, each with its own DB connection); their statuses."""
+    statuses: list[int] = []
+    barrier = threading.Barrier(clicks)
+
+    def click() -> None:
+        try:
+            barrier.wait()
+            statuses.append(Client().post(url, {"quote": quote}).status_code)
+        finally:
+            connection.close()  # each thread had its own database connection
+
+    threads = [threading.Thread(target=click) for _ in range(clicks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def quote_from(page) -> str:  # type: ignore[no-untyped-def]
     return re.search(r'name="quote" value="([^"]+)"', page.content.decode()).group(1)
 
@@ -167,22 +187,7 @@ def test_ten_concurrent_posts_make_exactly_one_stripe_update(localstripe):
     page = Client().get(offer.url)
     quote = quote_from(page)
     localstripe.log.clear()
-    statuses: list[int] = []
-    barrier = threading.Barrier(10)
-
-    def click() -> None:
-        try:
-            barrier.wait()
-            statuses.append(Client().post(offer.url, {"quote": quote}).status_code)
-        finally:
-            connection.close()  # each thread had its own database connection
-
-    threads = [threading.Thread(target=click) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(statuses) == [200] + [409] * 9
+    assert sorted(click_concurrently(offer.url, quote, 10)) == [200] + [409] * 9
     assert len(modifications(localstripe, offer.stripe_subscription_id)) == 1
     with tenant_scope(offer.workspace):
         assert UpgradeAttempt.objects.count() == 1
