@@ -269,11 +269,17 @@ def _states(customer: Customer) -> list[mrr.SubscriptionState]:
 
 
 def _record_movement(
-    *, customer: Customer, before: list[mrr.SubscriptionState], now: datetime, source_key: str, attribution: Attribution
+    *,
+    customer: Customer,
+    before: list[mrr.SubscriptionState],
+    now: datetime,
+    source_key: str,
+    attribution: Attribution,
+    trial_was_paying: bool = False,
 ) -> MrrMovement | None:
     after = _states(customer)
     ever_paid = MrrMovement.objects.filter(customer=customer).exists()
-    movement = mrr.classify(before=before, after=after, ever_paid=ever_paid)
+    movement = mrr.classify(before=before, after=after, ever_paid=ever_paid, trial_was_paying=trial_was_paying)
     refresh_customer_mrr(customer=customer)
     if movement is None or MrrMovement.objects.filter(source_key=source_key).exists():
         return None
@@ -384,15 +390,25 @@ def apply_stripe_subscription(
         stripe_subscription_id=data["id"], status=Subscription.Status.TRIALING
     ).first()
     subscription = _write_subscription(customer=customer, data=data, key=key, now=now)
-    if attribution is None and was_trialing is not None and subscription.status != Subscription.Status.TRIALING:
-        attribution = _trial_attribution(subscription)
+    upgrade_trial = None
+    if was_trialing is not None and subscription.status != Subscription.Status.TRIALING:
+        upgrade_trial = _upgrade_trial(subscription)
     return _record_movement(
-        customer=customer, before=before, now=now, source_key=source_key, attribution=attribution or Attribution()
+        customer=customer,
+        before=before,
+        now=now,
+        source_key=source_key,
+        attribution=attribution or upgrade_trial or Attribution(),
+        trial_was_paying=upgrade_trial is not None,
     )
 
 
-def _trial_attribution(subscription: Subscription) -> Attribution | None:
-    """A trial that ends is credited to the offer whose upgrade started it (its conversion is the revenue)."""
+def _upgrade_trial(subscription: Subscription) -> Attribution | None:
+    """The attribution of the upgrade that started this subscription's trial, if one of ours did.
+
+    Its end is credited to that offer (the conversion is the revenue), and it is expansion, not a
+    reactivation: the customer was paying when the trial began.
+    """
     attempt = (
         UpgradeAttempt.objects.filter(
             subscription=subscription, status=UpgradeAttempt.Status.APPLIED, trial_end__isnull=False

@@ -324,3 +324,30 @@ def test_stripe_shaped_upgrades_with_an_incentive_make_the_expected_movements(te
         )
         assert Customer.objects.get(pk=customer.pk).mrr_cents == 4900
         assert sum(m.delta_cents for m in MrrMovement.objects.all()) == 4900
+
+
+def test_only_a_trial_started_on_a_paying_subscription_pauses_instead_of_churning():
+    from billing import mrr
+
+    starter = mrr.ItemLine(plan_key="starter", product="core", tier=1, amount_cents=2900, interval="month", quantity=1)
+    growth = mrr.ItemLine(plan_key="growth", product="core", tier=2, amount_cents=4900, interval="month", quantity=1)
+
+    def sub(key: str, status: str, item: mrr.ItemLine) -> mrr.SubscriptionState:
+        return mrr.SubscriptionState(key=key, status=status, items=(item,))
+
+    def kind(before: list, after: list, **flags: bool) -> tuple[str, str] | None:  # type: ignore[type-arg]
+        movement = mrr.classify(before=before, after=after, ever_paid=True, **flags)
+        return (movement.kind, movement.expansion_type) if movement else None
+
+    # The same subscription goes from paying to trialing (our trial upgrade): contraction.
+    assert kind([sub("s1", "active", starter)], [sub("s1", "trialing", growth)]) == ("contraction", "")
+    # A canceled subscription and a new trial elsewhere: the customer did churn.
+    assert kind([sub("s1", "active", starter)], [sub("s1", "canceled", starter), sub("s2", "trialing", growth)]) == (
+        "churn",
+        "",
+    )
+    # A trial's conversion is expansion only when the caller knows the trial began on a paying
+    # subscription (our upgrade set it); a returning customer's new trial converting is a reactivation.
+    trial = [sub("s1", "trialing", growth)]
+    assert kind(trial, [sub("s1", "active", growth)], trial_was_paying=True) == ("expansion", "upsell")
+    assert kind(trial, [sub("s1", "active", growth)]) == ("reactivation", "")
