@@ -134,6 +134,8 @@ class MrrMovement(TenantModel):
     attributed_offer_id = models.BigIntegerField(null=True, blank=True)
     attributed_variant = models.CharField(max_length=64, blank=True)
     attributed_trigger = models.CharField(max_length=64, blank=True)
+    # The offer's coupon applied with this change (a "once" coupon is a one-off cost, not in the MRR).
+    attributed_coupon_id = models.CharField(max_length=255, blank=True)
     # Idempotency: the source of the change (e.g. a Stripe event id or our upgrade row), once.
     source_key = models.CharField(max_length=255)
 
@@ -250,6 +252,8 @@ class UpgradeAttempt(TenantModel):
     proration_date = models.BigIntegerField()
     previewed_amount_cents = models.BigIntegerField()
     coupon_id = models.CharField(max_length=255, blank=True)
+    # The offer's free trial: the change starts trialing until then and nothing is prorated.
+    trial_end = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True)
     attributed_opportunity_id = models.BigIntegerField(null=True, blank=True)

@@ -7,7 +7,7 @@ price x quantity, recurring discounts applied, tax excluded, trials and free pla
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 PAYING_STATUSES = ("active", "past_due")
@@ -105,20 +105,44 @@ def _expansion_type(before: Sequence[SubscriptionState], after: Sequence[Subscri
     return "upsell"
 
 
+def _paying_into_trial(before: Sequence[SubscriptionState], after: Sequence[SubscriptionState]) -> bool:
+    """A subscription that was paying is now trialing (a trial started on it, e.g. an offer's)."""
+    paying = _paying(before)
+    return any(sub.status == "trialing" and sub.key in paying for sub in after)
+
+
+def _as_paying(subscriptions: Sequence[SubscriptionState]) -> list[SubscriptionState]:
+    """Trialing subscriptions counted as paying, to type what a trial's conversion added."""
+    return [replace(sub, status="active") if sub.status == "trialing" else sub for sub in subscriptions]
+
+
 def classify(
-    *, before: Sequence[SubscriptionState], after: Sequence[SubscriptionState], ever_paid: bool
+    *,
+    before: Sequence[SubscriptionState],
+    after: Sequence[SubscriptionState],
+    ever_paid: bool,
+    trial_was_paying: bool = False,
 ) -> Movement | None:
-    """The movement from one state of a customer's subscriptions to the next, or None if MRR is unchanged."""
+    """The movement from one state of a customer's subscriptions to the next, or None if MRR is unchanged.
+
+    `trial_was_paying`: the trial that ends here was started on a paying subscription (the caller
+    knows it from the upgrade that set it; the states alone cannot tell it from a returning customer).
+    """
     mrr_before, mrr_after = customer_mrr_cents(before), customer_mrr_cents(after)
     if mrr_before == mrr_after:
         return None
-    if mrr_before == 0:
+    if mrr_before == 0 and trial_was_paying:
+        # The end of a trial a paying customer was given (an offer's free trial of a higher plan):
+        # they never left, so it is expansion, typed against what the trial changed.
+        kind = "expansion"
+    elif mrr_before == 0:
         kind = "reactivation" if ever_paid else "new"
     elif mrr_after == 0:
-        kind = "churn"
+        # A trial started on a paying subscription pauses its MRR; the customer has not churned.
+        kind = "contraction" if _paying_into_trial(before, after) else "churn"
     elif mrr_after > mrr_before:
         kind = "expansion"
     else:
         kind = "contraction"
-    expansion_type = _expansion_type(before, after) if kind == "expansion" else ""
+    expansion_type = _expansion_type(_as_paying(before), after) if kind == "expansion" else ""
     return Movement(kind=kind, expansion_type=expansion_type, mrr_before_cents=mrr_before, mrr_after_cents=mrr_after)

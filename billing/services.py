@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -82,22 +82,28 @@ def refresh_customer_mrr(*, customer: Customer) -> int:
 
 @transaction.atomic
 def change_plan(
-    *, subscription: Subscription, plan: Plan, now: datetime, attribution: Attribution | None = None
+    *,
+    subscription: Subscription,
+    plan: Plan,
+    now: datetime,
+    attribution: Attribution | None = None,
+    quantity: int | None = None,
 ) -> Subscription:
-    """Move a subscription (billed outside Stripe) to another plan, recording the MRR movement."""
+    """Move a subscription (billed outside Stripe) to another plan and/or seat count, recording the MRR movement."""
     locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
     before = _states(locked.customer)
-    previous_plan_id = locked.plan_id
+    previous = f"{locked.plan_id}x{locked.quantity}"
     locked.plan = plan
-    locked.save(update_fields=["plan"])
+    locked.quantity = quantity or locked.quantity
+    locked.save(update_fields=["plan", "quantity"])
     _record_movement(
         customer=locked.customer,
         before=before,
         now=now,
-        source_key=f"local:subscription:{locked.pk}:plan:{previous_plan_id}->{plan.pk}:{now.isoformat()}",
+        source_key=f"local:subscription:{locked.pk}:plan:{previous}->{plan.pk}x{locked.quantity}:{now.isoformat()}",
         attribution=attribution or Attribution(),
     )
-    subscription.plan = plan
+    subscription.plan, subscription.quantity = plan, locked.quantity
     return locked
 
 
@@ -250,6 +256,7 @@ class Attribution:
     offer_id: int | None = None
     variant: str = ""
     trigger: str = ""
+    coupon_id: str = ""  # the offer's coupon applied with the change (its cost is not in MRR when "once")
 
 
 def _ts(value: Any) -> datetime | None:
@@ -262,11 +269,17 @@ def _states(customer: Customer) -> list[mrr.SubscriptionState]:
 
 
 def _record_movement(
-    *, customer: Customer, before: list[mrr.SubscriptionState], now: datetime, source_key: str, attribution: Attribution
+    *,
+    customer: Customer,
+    before: list[mrr.SubscriptionState],
+    now: datetime,
+    source_key: str,
+    attribution: Attribution,
+    trial_was_paying: bool = False,
 ) -> MrrMovement | None:
     after = _states(customer)
     ever_paid = MrrMovement.objects.filter(customer=customer).exists()
-    movement = mrr.classify(before=before, after=after, ever_paid=ever_paid)
+    movement = mrr.classify(before=before, after=after, ever_paid=ever_paid, trial_was_paying=trial_was_paying)
     refresh_customer_mrr(customer=customer)
     if movement is None or MrrMovement.objects.filter(source_key=source_key).exists():
         return None
@@ -282,16 +295,24 @@ def _record_movement(
         attributed_offer_id=attribution.offer_id,
         attributed_variant=attribution.variant,
         attributed_trigger=attribution.trigger,
+        attributed_coupon_id=attribution.coupon_id,
         source_key=source_key,
     )
+
+
+def _coupon_of(discount: dict[str, Any]) -> dict[str, Any]:
+    """The coupon of a Discount: `source.coupon` since API 2025-09-30.clover, `coupon` before."""
+    source = discount.get("source")
+    coupon = source.get("coupon") if isinstance(source, dict) else discount.get("coupon")
+    return coupon if isinstance(coupon, dict) else {}  # an unexpanded id tells us nothing about the terms
 
 
 def _discount(data: dict[str, Any]) -> tuple[Decimal | None, int | None]:
     candidates = [data.get("discount"), *(data.get("discounts") or [])]
     discounts: list[dict[str, Any]] = [d for d in candidates if isinstance(d, dict)]
     for discount in discounts:
-        coupon = discount.get("coupon") or {}
-        # A coupon for the first month only is a one-off, not a recurring discount: MRR ignores it.
+        coupon = _coupon_of(discount)
+        # A coupon for the first invoice only is a one-off, not a recurring discount: MRR ignores it.
         if coupon.get("duration") == "once":
             continue
         if coupon.get("percent_off"):
@@ -365,9 +386,43 @@ def apply_stripe_subscription(
         link = StripeCustomer.objects.select_for_update().get(stripe_customer_id=stripe_customer_id)
     customer = Customer.objects.get(pk=link.customer_id)
     before = _states(customer)
-    _write_subscription(customer=customer, data=data, key=key, now=now)
+    was_trialing = Subscription.objects.filter(
+        stripe_subscription_id=data["id"], status=Subscription.Status.TRIALING
+    ).first()
+    subscription = _write_subscription(customer=customer, data=data, key=key, now=now)
+    upgrade_trial = None
+    if was_trialing is not None and subscription.status != Subscription.Status.TRIALING:
+        upgrade_trial = _upgrade_trial(subscription)
     return _record_movement(
-        customer=customer, before=before, now=now, source_key=source_key, attribution=attribution or Attribution()
+        customer=customer,
+        before=before,
+        now=now,
+        source_key=source_key,
+        attribution=attribution or upgrade_trial or Attribution(),
+        trial_was_paying=upgrade_trial is not None,
+    )
+
+
+def _upgrade_trial(subscription: Subscription) -> Attribution | None:
+    """The attribution of the upgrade that started this subscription's trial, if one of ours did.
+
+    Its end is credited to that offer (the conversion is the revenue), and it is expansion, not a
+    reactivation: the customer was paying when the trial began.
+    """
+    attempt = (
+        UpgradeAttempt.objects.filter(
+            subscription=subscription, status=UpgradeAttempt.Status.APPLIED, trial_end__isnull=False
+        )
+        .order_by("-applied_at")
+        .first()
+    )
+    if attempt is None:
+        return None
+    return Attribution(
+        opportunity_id=attempt.attributed_opportunity_id,
+        offer_id=attempt.attributed_offer_id,
+        variant=attempt.attributed_variant,
+        trigger=attempt.attributed_trigger,
     )
 
 
@@ -519,14 +574,26 @@ def reconcile(*, workspace_id: int, now: datetime) -> int:
 
 # --- One-click upgrades ------------------------------------------------------------------------
 
+CouponTerms = stripe_gateway.CouponTerms
+DAY_SECONDS = 86_400
+
 
 @dataclass(frozen=True)
 class ChangeRequest:
-    """What an upgrade changes: the main item's plan and seats, and optionally an add-on item."""
+    """What an upgrade changes: the main item's plan and seats, or an add-on item; and the offer's incentive.
+
+    The incentive is at most one of a coupon (the offer's discount) and a free trial of `trial_days`.
+    """
 
     target_plan: Plan
     quantity: int
     add_on: bool = False
+    coupon: CouponTerms | None = None
+    trial_days: int | None = None
+
+    def trial_end(self, proration_date: int) -> int | None:
+        """The trial's end, derived from the quote's proration date so preview and change agree."""
+        return proration_date + self.trial_days * DAY_SECONDS if self.trial_days else None
 
 
 def _change_items(*, subscription: Subscription, change: ChangeRequest) -> list[dict[str, Any]]:
@@ -550,18 +617,56 @@ def _stripe_customer_id(subscription: Subscription) -> str:
     return StripeCustomer.objects.get(customer_id=subscription.customer_id).stripe_customer_id
 
 
-def quote_change(
-    *, subscription: Subscription, change: ChangeRequest, proration_date: int, coupon_id: str = ""
-) -> stripe_gateway.Preview:
-    """Stripe's preview of the change at `proration_date` (read-only: no Stripe object changes)."""
-    return stripe_gateway.preview_change(
-        secret_key=stripe_secret_key(workspace_id=subscription.workspace_id),
+@dataclass(frozen=True)
+class Quote:
+    """Stripe's preview of a change, and the coupon it was priced with ("" when none or not created yet)."""
+
+    preview: stripe_gateway.Preview
+    coupon_id: str
+
+
+def quote_change(*, subscription: Subscription, change: ChangeRequest, proration_date: int) -> Quote:
+    """Stripe's preview of the change at `proration_date` (reads only: no Stripe object changes).
+
+    The offer's coupon is priced in only if it exists in Stripe already (it is created when the offer
+    is delivered, or at the click, never by a GET); the click re-quotes when it was missing.
+    """
+    key = stripe_secret_key(workspace_id=subscription.workspace_id)
+    coupon_id = ""
+    if change.coupon is not None and stripe_gateway.coupon_exists(secret_key=key, coupon_id=change.coupon.id):
+        coupon_id = change.coupon.id
+    params = stripe_gateway.preview_params(
         customer_id=_stripe_customer_id(subscription),
         subscription_id=subscription.stripe_subscription_id,
         items=_change_items(subscription=subscription, change=change),
         proration_date=proration_date,
         coupon_id=coupon_id,
+        trial_end=change.trial_end(proration_date),
     )
+    preview = stripe_gateway.preview_change(secret_key=key, params=params)
+    return Quote(preview=preview, coupon_id=coupon_id)
+
+
+def prepare_coupon(*, workspace_id: int, terms: CouponTerms) -> str:
+    """Create the offer's coupon in the workspace's Stripe account unless it exists (a write: never from a GET)."""
+    return stripe_gateway.ensure_coupon(secret_key=stripe_secret_key(workspace_id=workspace_id), terms=terms)
+
+
+def stripe_connected(*, workspace_id: int) -> bool:
+    return StripeAccount.objects.filter(workspace_id=workspace_id).exists()
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """One delivery's upgrade as the customer accepted it: the change, and the quote they saw."""
+
+    delivery_id: int
+    subscription: Subscription
+    change: ChangeRequest
+    proration_date: int
+    previewed_amount_cents: int
+    attribution: Attribution
+    coupon_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -571,34 +676,26 @@ class UpgradeResult:
     movement: MrrMovement | None = None
 
 
-def open_upgrade_attempt(
-    *,
-    delivery_id: int,
-    subscription: Subscription,
-    change: ChangeRequest,
-    proration_date: int,
-    previewed_amount_cents: int,
-    attribution: Attribution,
-    now: datetime,
-    coupon_id: str = "",
-) -> UpgradeAttempt:
+def open_upgrade_attempt(*, request: UpgradeRequest, now: datetime) -> UpgradeAttempt:
     """The delivery's one UpgradeAttempt, created (and committed, when called outside a transaction) once.
 
     Committing it before Stripe is called keeps the idempotency key stable across retries even if
     the transaction that calls Stripe is rolled back afterwards.
     """
+    attribution = request.attribution
     try:
         with transaction.atomic():
             attempt, _ = UpgradeAttempt.objects.get_or_create(
-                workspace_id=subscription.workspace_id,
-                delivery_id=delivery_id,
+                workspace_id=request.subscription.workspace_id,
+                delivery_id=request.delivery_id,
                 defaults={
-                    "subscription": subscription,
-                    "target_plan": change.target_plan,
-                    "quantity": change.quantity,
-                    "proration_date": proration_date,
-                    "previewed_amount_cents": previewed_amount_cents,
-                    "coupon_id": coupon_id,
+                    "subscription": request.subscription,
+                    "target_plan": request.change.target_plan,
+                    "quantity": request.change.quantity,
+                    "proration_date": request.proration_date,
+                    "previewed_amount_cents": request.previewed_amount_cents,
+                    "coupon_id": request.coupon_id,
+                    "trial_end": request.change.trial_end(request.proration_date),
                     "attributed_opportunity_id": attribution.opportunity_id,
                     "attributed_offer_id": attribution.offer_id,
                     "attributed_variant": attribution.variant,
@@ -608,46 +705,29 @@ def open_upgrade_attempt(
             )
             return attempt
     except IntegrityError:
-        return UpgradeAttempt.objects.get(delivery_id=delivery_id)  # a concurrent request created it
+        return UpgradeAttempt.objects.get(delivery_id=request.delivery_id)  # a concurrent request created it
 
 
-def perform_upgrade(
-    *,
-    delivery_id: int,
-    subscription: Subscription,
-    change: ChangeRequest,
-    proration_date: int,
-    previewed_amount_cents: int,
-    attribution: Attribution,
-    now: datetime,
-    coupon_id: str = "",
-) -> UpgradeResult:
+def perform_upgrade(*, request: UpgradeRequest, now: datetime) -> UpgradeResult:
     """Perform a delivery's upgrade at most once: its UpgradeAttempt row is locked while Stripe is called.
 
     Concurrent callers wait on the row lock and then see it applied; the idempotency key (the row's
-    id) makes even a retried HTTP call to Stripe land once.
+    id) makes even a retried HTTP call to Stripe land once. The coupon and trial are the attempt's
+    (those of the first click), so a replay cannot apply different terms.
     """
-    open_upgrade_attempt(
-        delivery_id=delivery_id,
-        subscription=subscription,
-        change=change,
-        proration_date=proration_date,
-        previewed_amount_cents=previewed_amount_cents,
-        attribution=attribution,
-        now=now,
-        coupon_id=coupon_id,
-    )
+    open_upgrade_attempt(request=request, now=now)
     with transaction.atomic():
-        attempt = UpgradeAttempt.objects.select_for_update().get(delivery_id=delivery_id)
+        attempt = UpgradeAttempt.objects.select_for_update().get(delivery_id=request.delivery_id)
         if attempt.status == UpgradeAttempt.Status.APPLIED:
             return UpgradeResult(applied=False, attempt=attempt)
         sub = Subscription.objects.get(pk=attempt.subscription_id)
         data = stripe_gateway.modify_subscription(
             secret_key=stripe_secret_key(workspace_id=sub.workspace_id),
             subscription_id=sub.stripe_subscription_id,
-            items=_change_items(subscription=sub, change=change),
+            items=_change_items(subscription=sub, change=request.change),
             proration_date=attempt.proration_date,
             coupon_id=attempt.coupon_id,
+            trial_end=attempt.trial_end,
             idempotency_key=attempt.idempotency_key,
         )
         movement = apply_stripe_subscription(
@@ -655,7 +735,7 @@ def perform_upgrade(
             data=data,
             now=now,
             source_key=f"upgrade:{attempt.pk}",
-            attribution=attribution,
+            attribution=replace(request.attribution, coupon_id=attempt.coupon_id),
         )
         attempt.status, attempt.applied_at, attempt.error = UpgradeAttempt.Status.APPLIED, now, ""
         attempt.save(update_fields=["status", "applied_at", "error"])

@@ -8,7 +8,7 @@ Everything returned to callers is plain dicts/dataclasses so nothing else depend
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,36 @@ def change_params(
     return params
 
 
+def preview_params(
+    *,
+    customer_id: str,
+    subscription_id: str,
+    items: list[dict[str, Any]],
+    proration_date: int,
+    coupon_id: str = "",
+    trial_end: int | None = None,
+) -> dict[str, Any]:
+    """Parameters of Invoice.create_preview for a change: the same terms Subscription.modify will get."""
+    details = change_params(
+        items=items, proration_date=proration_date, coupon_id=coupon_id, preview=True, trial_end=trial_end
+    )
+    params: dict[str, Any] = {"customer": customer_id, "subscription": subscription_id, "subscription_details": details}
+    if coupon_id and not _localstripe():
+        # The coupon to redeem in the preview; localstripe answers 500 to `discounts` and has no coupon maths.
+        params["discounts"] = [{"coupon": coupon_id}]
+    return params
+
+
+def modify_params(
+    *, items: list[dict[str, Any]], proration_date: int, coupon_id: str = "", trial_end: int | None = None
+) -> dict[str, Any]:
+    """Parameters of Subscription.modify for a change, asking for the coupons MRR needs back."""
+    return {
+        **change_params(items=items, proration_date=proration_date, coupon_id=coupon_id, trial_end=trial_end),
+        **_expand_discounts(),
+    }
+
+
 @dataclass(frozen=True)
 class Preview:
     amount_due_cents: int
@@ -89,20 +119,8 @@ class Preview:
     currency: str
 
 
-def preview_change(
-    *,
-    secret_key: str,
-    customer_id: str,
-    subscription_id: str,
-    items: list[dict[str, Any]],
-    proration_date: int,
-    coupon_id: str = "",
-) -> Preview:
-    """Stripe's invoice preview of a subscription change at `proration_date`."""
-    details = change_params(items=items, proration_date=proration_date, coupon_id=coupon_id, preview=True)
-    params: dict[str, Any] = {"customer": customer_id, "subscription": subscription_id, "subscription_details": details}
-    if coupon_id and not _localstripe():
-        params["discounts"] = [{"coupon": coupon_id}]
+def preview_change(*, secret_key: str, params: dict[str, Any]) -> Preview:
+    """Stripe's invoice preview of a subscription change (`params` from preview_params)."""
     try:
         invoice = _plain(_client(secret_key).v1.invoices.create_preview(params=params))  # type: ignore[arg-type]
     except stripe.StripeError as exc:
@@ -130,9 +148,10 @@ def modify_subscription(
     proration_date: int,
     coupon_id: str,
     idempotency_key: str,
+    trial_end: int | None = None,
 ) -> dict[str, Any]:
     """Apply a prorated change; a replay with the same idempotency key returns the same result."""
-    params = change_params(items=items, proration_date=proration_date, coupon_id=coupon_id)
+    params = modify_params(items=items, proration_date=proration_date, coupon_id=coupon_id, trial_end=trial_end)
     if _localstripe() and len(items) == 1 and "id" not in items[0]:
         # localstripe's Subscription.modify handles exactly one item (500 otherwise): an added item
         # (add-on) goes through SubscriptionItem.create, which takes no proration parameters.
@@ -157,16 +176,32 @@ def modify_subscription(
     return _plain(result)
 
 
-def retrieve_subscription(*, secret_key: str, subscription_id: str) -> dict[str, Any] | None:
-    """The subscription as Stripe has it now; None when Stripe no longer knows it."""
+def _expand_discounts(prefix: str = "") -> dict[str, Any]:
+    """Ask Stripe for the coupons behind a subscription's discounts, which MRR needs.
+
+    Since API version 2025-09-30.clover a Discount names its coupon as `source.coupon` (an id unless
+    expanded) and `Subscription.discounts` lists discount ids unless expanded. localstripe has no
+    discounts at all (its `discount` is always null), so it is not asked to expand them.
+    """
+    return {} if _localstripe() else {"expand": [f"{prefix}discounts.source.coupon"]}
+
+
+def _unless_missing(fetch: Callable[[], Any]) -> dict[str, Any] | None:
+    """The object `fetch` retrieves; None when Stripe answers 404, StripeUnavailable on other errors."""
     try:
-        return _plain(_client(secret_key).v1.subscriptions.retrieve(subscription_id))
+        return _plain(fetch())
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return None
         raise StripeUnavailable(str(exc)) from exc
     except stripe.StripeError as exc:
         raise StripeUnavailable(str(exc)) from exc
+
+
+def retrieve_subscription(*, secret_key: str, subscription_id: str) -> dict[str, Any] | None:
+    """The subscription as Stripe has it now; None when Stripe no longer knows it."""
+    subscriptions = _client(secret_key).v1.subscriptions
+    return _unless_missing(lambda: subscriptions.retrieve(subscription_id, params=_expand_discounts()))  # type: ignore[arg-type]
 
 
 def retrieve_customer(*, secret_key: str, customer_id: str) -> dict[str, Any]:
@@ -217,27 +252,63 @@ def _price_info(obj: dict[str, Any], product_names: dict[str, str]) -> PriceInfo
     )
 
 
-def create_first_month_coupon(*, secret_key: str, percent_off: int, idempotency_key: str) -> str:
-    """A coupon for the offer's discount on the first month only (duration "once"); returns its id.
+@dataclass(frozen=True)
+class CouponTerms:
+    """An offer's discount as a Stripe coupon: percent or amount off, for the first `months` months.
 
-    Its id derives from our key, so a second call finds the first one's coupon (localstripe ignores
-    idempotency keys here and answers 409; Stripe answers 400 resource_already_exists).
+    The coupon id is derived from the terms alone, so every delivery promising the same discount in
+    a workspace (one Stripe account) shares one coupon, and creating it again finds the first one.
     """
-    coupon_id = f"uplift-{idempotency_key}"
+
+    percent_off: int | None = None
+    amount_off_cents: int | None = None
+    currency: str = "usd"
+    months: int = 1
+
+    @property
+    def id(self) -> str:
+        off = f"{self.percent_off}pct" if self.percent_off else f"{self.amount_off_cents}{self.currency}"
+        return f"uplift-{off}-off-{self.months}mo"
+
+    def create_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"id": self.id}
+        if self.percent_off:
+            params["percent_off"] = float(self.percent_off)
+        else:
+            params["amount_off"], params["currency"] = int(self.amount_off_cents or 0), self.currency
+        if self.months > 1:
+            params["duration"], params["duration_in_months"] = "repeating", self.months
+        else:
+            params["duration"] = "once"  # the first invoice of the change only
+        return params
+
+
+def ensure_coupon(*, secret_key: str, terms: CouponTerms) -> str:
+    """Create the coupon of these terms unless it exists; returns its id.
+
+    A second call finds the first one's coupon: localstripe ignores idempotency keys here and
+    answers 409, Stripe answers 400 resource_already_exists; either way we fetch it.
+    """
     client = _client(secret_key)
     try:
         client.v1.coupons.create(
-            params={"id": coupon_id, "percent_off": float(percent_off), "duration": "once"},
-            options={"idempotency_key": idempotency_key},
+            params=terms.create_params(),  # type: ignore[arg-type]
+            options={"idempotency_key": f"uplift-coupon-{terms.id}"},
         )
     except stripe.StripeError as exc:
         if exc.http_status not in (400, 409):
             raise StripeUnavailable(str(exc)) from exc
         try:
-            client.v1.coupons.retrieve(coupon_id)
+            client.v1.coupons.retrieve(terms.id)
         except stripe.StripeError as missing:
             raise StripeUnavailable(str(exc)) from missing
-    return coupon_id
+    return terms.id
+
+
+def coupon_exists(*, secret_key: str, coupon_id: str) -> bool:
+    """Whether Stripe has this coupon (a read: the upgrade page's GET may call it)."""
+    coupons = _client(secret_key).v1.coupons
+    return _unless_missing(lambda: coupons.retrieve(coupon_id)) is not None
 
 
 def iter_products(*, secret_key: str) -> Iterator[dict[str, Any]]:
@@ -272,7 +343,7 @@ def iter_customers(*, secret_key: str, starting_after: str = "") -> Iterator[dic
 
 
 def iter_subscriptions(*, secret_key: str, starting_after: str = "") -> Iterator[dict[str, Any]]:
-    params: dict[str, Any] = {"limit": 100, "status": "all"}
+    params: dict[str, Any] = {"limit": 100, "status": "all", **_expand_discounts("data.")}
     if starting_after:
         params["starting_after"] = starting_after
     for subscription in _client(secret_key).v1.subscriptions.list(params=params).auto_paging_iter():  # type: ignore[arg-type]

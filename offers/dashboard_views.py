@@ -36,6 +36,9 @@ class OfferForm(forms.Form):
     discount_percent = forms.IntegerField(min_value=1, max_value=100, required=False)
     discount_months = forms.IntegerField(min_value=1, max_value=24, initial=1)
     trial_days = forms.IntegerField(min_value=1, max_value=365, required=False)
+    seats_to_add = forms.IntegerField(
+        min_value=1, max_value=1000, required=False, help_text="Expansion offers: seats added to the current plan."
+    )
     incentive_ends_at = forms.DateTimeField(required=False, help_text="UTC, e.g. 2026-12-31 23:59")
     email_template = forms.ModelChoiceField(queryset=MessageTemplate.all_workspaces.none(), required=False)
     prompt_template = forms.ModelChoiceField(queryset=MessageTemplate.all_workspaces.none(), required=False)
@@ -81,6 +84,7 @@ def offer_list(request: HttpRequest) -> HttpResponse:
                 discount_months=data["discount_months"] or 1,
                 trial_days=data["trial_days"],
                 incentive_ends_at=data["incentive_ends_at"],
+                seats_to_add=data["seats_to_add"],
                 email_template=data["email_template"],
                 prompt_template=data["prompt_template"],
                 now=now,

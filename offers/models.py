@@ -71,6 +71,9 @@ class Offer(TenantModel):
     discount_months = models.PositiveSmallIntegerField(default=1)
     discount_amount_cents = models.PositiveIntegerField(null=True, blank=True)
     trial_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    # An expansion offer of more seats: the link adds this many to the customer's current plan
+    # (a quantity change on the same subscription item) instead of moving them to `target_plan`.
+    seats_to_add = models.PositiveSmallIntegerField(null=True, blank=True)
     # The incentive's limited-time window: after this instant it is neither shown nor honoured.
     incentive_ends_at = models.DateTimeField(null=True, blank=True)
     email_template = models.ForeignKey(

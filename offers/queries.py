@@ -245,6 +245,18 @@ def promised_incentive(*, delivery: Delivery, now: datetime) -> PromisedIncentiv
     )
 
 
+def promised_line(*, incentive: PromisedIncentive, target_name: str) -> str:
+    """The promised incentive in words, for the upgrade page ("First month 50% off")."""
+    if incentive.kind == Offer.Incentive.PERCENT_OFF:
+        months = incentive.discount_months or 1
+        if months == 1:
+            return f"First month {incentive.discount_percent}% off"
+        return f"First {months} months {incentive.discount_percent}% off"
+    if incentive.kind == Offer.Incentive.AMOUNT_OFF:
+        return f"{rendering.money(incentive.discount_amount_cents or 0)} off"
+    return f"Try {target_name} free for {incentive.trial_days} days"
+
+
 @dataclass(frozen=True)
 class ArmResult:
     arm: str

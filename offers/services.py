@@ -21,18 +21,24 @@ from billing.queries import current_subscription
 from billing.services import (
     Attribution,
     ChangeRequest,
+    CouponTerms,
+    UpgradeRequest,
     change_plan,
     open_upgrade_attempt,
     perform_upgrade,
+    prepare_coupon,
     quote_change,
+    stripe_connected,
     upgrade_already_applied,
 )
-from billing.stripe_gateway import Preview
+from billing.stripe_gateway import Preview, StripeUnavailable
 from offers import catalog, experiments, links, queries, rendering
 from offers.models import Assignment, Delivery, DeliveryEvent, Experiment, MessageTemplate, Offer, Variant
 from triggers import republish
 from triggers.models import Opportunity, OpportunityStep, Rule
 from triggers.services import record_step_outcome
+
+logger = logging.getLogger(__name__)
 
 # An email worker that claimed a delivery and vanished is presumed dead after this long.
 logger = logging.getLogger(__name__)
@@ -96,6 +102,7 @@ def create_offer(
     discount_amount_cents: int | None = None,
     trial_days: int | None = None,
     incentive_ends_at: datetime | None = None,
+    seats_to_add: int | None = None,
     email_template: MessageTemplate | None = None,
     prompt_template: MessageTemplate | None = None,
 ) -> Offer:
@@ -116,6 +123,7 @@ def create_offer(
         discount_amount_cents=discount_amount_cents,
         trial_days=trial_days,
         incentive_ends_at=incentive_ends_at,
+        seats_to_add=seats_to_add,
         email_template=email_template,
         prompt_template=prompt_template,
         created_at=now,
@@ -222,6 +230,7 @@ def deliver_step(*, step_id: int, now: datetime) -> list[int]:
         )
         if step.status != OpportunityStep.Status.DUE:
             return []
+        promised: int | None = None  # the delivery whose message promises an incentive
         opportunity = step.opportunity
         templates = ensure_seeded_templates(workspace_id=step.workspace_id, now=now)
         offer = Offer.objects.filter(is_active=True, rule=opportunity.rule).first()
@@ -273,6 +282,7 @@ def deliver_step(*, step_id: int, now: datetime) -> list[int]:
             delivery.discount_amount_cents = offer.discount_amount_cents
             delivery.trial_days = offer.trial_days
             delivery.incentive_ends_at = offer.incentive_ends_at
+            promised = delivery.pk
         to_send: list[int] = []
         if step.channel == OpportunityStep.Channel.EMAIL:
             to_send.append(delivery.pk)
@@ -285,6 +295,12 @@ def deliver_step(*, step_id: int, now: datetime) -> list[int]:
             opportunity.status = Opportunity.Status.OFFERED
             opportunity.updated_at = now
             opportunity.save(update_fields=["status", "updated_at"])
+    if promised is not None:
+        try:
+            prepare_incentive(delivery_id=promised)
+        except StripeUnavailable as exc:
+            # Not fatal: the click creates the coupon and shows the customer the re-quoted price.
+            logger.warning("offer coupon for delivery %s not created yet: %s", promised, exc)
     return to_send
 
 
@@ -470,6 +486,22 @@ def resubscribe(*, contact_id: int) -> bool:
 
 
 @dataclass(frozen=True)
+class SeenQuote:
+    """What the customer saw on the upgrade page (signed into its form): the price and its terms."""
+
+    proration_date: int
+    amount_cents: int
+    coupon_id: str = ""
+    trial_days: int | None = None
+    quantity: int | None = None
+
+
+class QuoteOutdated(Exception):
+    """The offer's terms changed since the page was shown (the incentive expired, or its coupon was
+    only just created): the page must show a fresh price before anything is charged."""
+
+
+@dataclass(frozen=True)
 class UpgradeOffer:
     """What a delivery's link offers and, for Stripe-billed customers, the exact prorated price."""
 
@@ -478,48 +510,125 @@ class UpgradeOffer:
     change: ChangeRequest | None
     proration_date: int
     preview: Preview | None
+    incentive: queries.PromisedIncentive | None = None
+    incentive_line: str = ""
+    coupon_id: str = ""
+
+    @property
+    def quote(self) -> SeenQuote:
+        amount = self.preview.amount_due_cents if self.preview else self.opportunity.estimated_uplift_cents
+        trial_days = self.change.trial_days if self.change else None
+        quantity = self.change.quantity if self.change else None
+        return SeenQuote(self.proration_date, amount, self.coupon_id, trial_days, quantity)
 
 
-def _change_for(opportunity: Opportunity, subscription: Subscription | None) -> ChangeRequest | None:
+def _coupon_terms(incentive: queries.PromisedIncentive | None) -> CouponTerms | None:
+    if incentive is None or incentive.kind == Offer.Incentive.FREE_TRIAL:
+        return None
+    if incentive.kind == Offer.Incentive.PERCENT_OFF:
+        return CouponTerms(percent_off=incentive.discount_percent, months=incentive.discount_months or 1)
+    return CouponTerms(amount_off_cents=incentive.discount_amount_cents)
+
+
+def _change_for(
+    opportunity: Opportunity,
+    subscription: Subscription | None,
+    incentive: queries.PromisedIncentive | None,
+    seats_to_add: int | None,
+) -> ChangeRequest | None:
+    if subscription is None:
+        return None
+    trial_days = (
+        incentive.trial_days if incentive is not None and incentive.kind == Offer.Incentive.FREE_TRIAL else None
+    )
+    if seats_to_add:
+        # A seat offer: the same plan with more seats (the quantity of the subscription's main item).
+        return ChangeRequest(
+            target_plan=subscription.plan,
+            quantity=subscription.quantity + seats_to_add,
+            coupon=_coupon_terms(incentive),
+            trial_days=trial_days,
+        )
     target = opportunity.target_plan
-    if subscription is None or target is None:
+    if target is None:
         return None
     # A plan of another product line is added as a second item (add-on / cross-sell), else swapped in.
     return ChangeRequest(
         target_plan=target,
         quantity=subscription.quantity if target.product == subscription.plan.product else 1,
         add_on=target.product != subscription.plan.product,
+        coupon=_coupon_terms(incentive),
+        trial_days=trial_days,
     )
 
 
-def _billed_by_stripe(subscription: Subscription | None, change: ChangeRequest | None) -> bool:
-    return bool(subscription and change and subscription.stripe_subscription_id and change.target_plan.stripe_price_id)
+@dataclass(frozen=True)
+class _Offered:
+    """A delivery's offered change as of now: the customer's subscription, the change and its incentive."""
+
+    delivery: Delivery
+    opportunity: Opportunity
+    subscription: Subscription | None
+    change: ChangeRequest | None
+    incentive: queries.PromisedIncentive | None
+
+    @property
+    def billed_by_stripe(self) -> bool:
+        sub, change = self.subscription, self.change
+        return bool(sub and change and sub.stripe_subscription_id and change.target_plan.stripe_price_id)
 
 
-def upgrade_offer(*, delivery_id: int, now: datetime) -> UpgradeOffer:
-    """The comparison and Stripe's proration preview at `now` (reads only; changes nothing anywhere)."""
-    delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
+def _offered(delivery: Delivery, now: datetime) -> _Offered:
     opportunity = Opportunity.objects.select_related("customer", "current_plan", "target_plan", "rule").get(
         pk=delivery.step.opportunity_id
     )
     subscription = current_subscription(opportunity.customer)
-    change = _change_for(opportunity, subscription)
+    incentive = queries.promised_incentive(delivery=delivery, now=now)
+    seats = (
+        Offer.objects.filter(pk=delivery.offer_id).values_list("seats_to_add", flat=True).first()
+        if delivery.offer_id
+        else None
+    )
+    change = _change_for(opportunity, subscription, incentive, seats)
+    return _Offered(delivery, opportunity, subscription, change, incentive)
+
+
+def upgrade_offer(*, delivery_id: int, now: datetime) -> UpgradeOffer:
+    """The comparison and Stripe's proration preview at `now` (reads only; changes nothing anywhere)."""
+    offered = _offered(Delivery.objects.select_related("step").get(pk=delivery_id), now)
     proration_date = int(now.timestamp())
-    preview = None
-    if subscription is not None and change is not None and _billed_by_stripe(subscription, change):
-        preview = quote_change(subscription=subscription, change=change, proration_date=proration_date)
+    quote = None
+    if offered.billed_by_stripe:
+        assert offered.subscription is not None and offered.change is not None
+        quote = quote_change(subscription=offered.subscription, change=offered.change, proration_date=proration_date)
+    target = offered.opportunity.target_plan
     return UpgradeOffer(
-        opportunity=opportunity,
-        subscription=subscription,
-        change=change,
+        opportunity=offered.opportunity,
+        subscription=offered.subscription,
+        change=offered.change,
         proration_date=proration_date,
-        preview=preview,
+        preview=quote.preview if quote else None,
+        incentive=offered.incentive,
+        incentive_line=(
+            queries.promised_line(incentive=offered.incentive, target_name=target.name if target else "")
+            if offered.incentive
+            else ""
+        ),
+        coupon_id=quote.coupon_id if quote else "",
     )
 
 
-def _attribution(delivery_id: int) -> Attribution:
-    delivery = Delivery.objects.select_related("step__opportunity__rule").get(pk=delivery_id)
-    opportunity = delivery.step.opportunity
+def prepare_incentive(*, delivery_id: int) -> str:
+    """Create the coupon a delivery's message promises in the workspace's Stripe account, so the upgrade
+    page's GET (which may not write) can price it in; "" when there is nothing to prepare."""
+    delivery = Delivery.objects.get(pk=delivery_id)
+    terms = _coupon_terms(queries.promised_incentive(delivery=delivery, now=delivery.created_at))
+    if terms is None or not stripe_connected(workspace_id=delivery.workspace_id):
+        return ""
+    return prepare_coupon(workspace_id=delivery.workspace_id, terms=terms)
+
+
+def _attribution(delivery: Delivery, opportunity: Opportunity) -> Attribution:
     return Attribution(
         opportunity_id=opportunity.pk,
         offer_id=delivery.offer_id,
@@ -538,54 +647,63 @@ def upgrade_used(*, delivery_id: int) -> bool:
     )
 
 
-def accept_upgrade(
-    *, delivery_id: int, proration_date: int, previewed_amount_cents: int, now: datetime
-) -> tuple[bool, Subscription | None]:
-    """Apply the offered change once (Stripe via billing, or locally); (False, None) when already used."""
-    attribution = _attribution(delivery_id)
-    delivery = Delivery.objects.select_related("step__opportunity").get(pk=delivery_id)
-    subscription = current_subscription(delivery.step.opportunity.customer)
-    change = _change_for(delivery.step.opportunity, subscription)
-    if subscription is not None and change is not None and _billed_by_stripe(subscription, change):
+def _upgrade_request(offered: _Offered, seen: SeenQuote) -> UpgradeRequest | None:
+    """The Stripe upgrade to perform for what the customer saw; raises QuoteOutdated when terms changed."""
+    if not offered.billed_by_stripe:
+        return None
+    assert offered.subscription is not None and offered.change is not None
+    change, terms = offered.change, offered.change.coupon
+    seen_terms = (seen.coupon_id, seen.trial_days, seen.quantity)
+    if ((terms.id if terms else ""), change.trial_days, change.quantity) != seen_terms:
+        if terms is not None:
+            # The page priced it without its coupon (not created yet): create it now, then re-quote.
+            prepare_coupon(workspace_id=offered.delivery.workspace_id, terms=terms)
+        raise QuoteOutdated
+    return UpgradeRequest(
+        delivery_id=offered.delivery.pk,
+        subscription=offered.subscription,
+        change=offered.change,
+        proration_date=seen.proration_date,
+        previewed_amount_cents=seen.amount_cents,
+        attribution=_attribution(offered.delivery, offered.opportunity),
+        coupon_id=seen.coupon_id,
+    )
+
+
+def accept_upgrade(*, delivery_id: int, seen: SeenQuote, now: datetime) -> tuple[bool, Subscription | None]:
+    """Apply the offered change once (Stripe via billing, or locally); (False, None) when already used.
+
+    Raises QuoteOutdated (nothing charged) when the incentive the page priced is no longer the one
+    that applies.
+    """
+    request = _upgrade_request(_offered(Delivery.objects.select_related("step").get(pk=delivery_id), now), seen)
+    if request is not None:
         # Committed before anything else so the Stripe idempotency key survives a rollback below.
-        open_upgrade_attempt(
-            delivery_id=delivery_id,
-            subscription=subscription,
-            change=change,
-            proration_date=proration_date,
-            previewed_amount_cents=previewed_amount_cents,
-            attribution=attribution,
-            now=now,
-        )
+        open_upgrade_attempt(request=request, now=now)
     with transaction.atomic():
         # The delivery row lock serialises double clicks; billing's UpgradeAttempt makes it once-only anyway.
-        delivery = (
-            Delivery.objects.select_for_update(of=("self",))
-            .select_related("step__opportunity__rule")
-            .get(pk=delivery_id)
-        )
-        opportunity = delivery.step.opportunity
+        delivery = Delivery.objects.select_for_update(of=("self",)).select_related("step").get(pk=delivery_id)
+        offered = _offered(delivery, now)
+        opportunity = offered.opportunity
         if delivery.status == Delivery.Status.ACCEPTED or opportunity.status == Opportunity.Status.ACCEPTED:
             return False, None
-        subscription = current_subscription(opportunity.customer)
-        change = _change_for(opportunity, subscription)
+        subscription, change = offered.subscription, offered.change
         if subscription is None or change is None:
             return False, None
-        if _billed_by_stripe(subscription, change):
-            result = perform_upgrade(
-                delivery_id=delivery.pk,
-                subscription=subscription,
-                change=change,
-                proration_date=proration_date,
-                previewed_amount_cents=previewed_amount_cents,
-                attribution=attribution,
-                now=now,
-            )
-            if not result.applied:
+        request = _upgrade_request(offered, seen)
+        if request is not None:
+            if not perform_upgrade(request=request, now=now).applied:
                 return False, None
         else:
+            attribution = _attribution(delivery, opportunity)
             try:
-                change_plan(subscription=subscription, plan=change.target_plan, now=now, attribution=attribution)
+                change_plan(
+                    subscription=subscription,
+                    plan=change.target_plan,
+                    quantity=change.quantity,
+                    now=now,
+                    attribution=attribution,
+                )
             except IntegrityError:
                 return False, None
         delivery.status = Delivery.Status.ACCEPTED

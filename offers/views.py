@@ -31,31 +31,44 @@ def _already_used(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _quote_token(delivery_id: int, proration_date: int, amount_cents: int) -> str:
-    # Signed so the proration date and price the customer saw cannot be edited in the form.
-    return signing.dumps({"d": delivery_id, "p": proration_date, "a": amount_cents}, salt=QUOTE_SALT)
+def _quote_token(delivery_id: int, quote: services.SeenQuote) -> str:
+    # Signed so the proration date, price and incentive the customer saw cannot be edited in the form.
+    data = {"d": delivery_id, "p": quote.proration_date, "a": quote.amount_cents, "c": quote.coupon_id}
+    return signing.dumps({**data, "t": quote.trial_days, "q": quote.quantity}, salt=QUOTE_SALT)
 
 
-def _read_quote(token: str, delivery_id: int) -> tuple[int, int] | None:
+def _read_quote(token: str, delivery_id: int) -> services.SeenQuote | None:
     try:
         data = signing.loads(token, salt=QUOTE_SALT, max_age=QUOTE_MAX_AGE)
     except signing.BadSignature:
         return None
     if not isinstance(data, dict) or data.get("d") != delivery_id:
         return None
-    return int(data["p"]), int(data["a"])
+    trial_days, quantity = data.get("t"), data.get("q")
+    return services.SeenQuote(
+        int(data["p"]),
+        int(data["a"]),
+        str(data.get("c") or ""),
+        int(trial_days) if trial_days else None,
+        int(quantity) if quantity else None,
+    )
 
 
 def _page(request: HttpRequest, token: str, delivery_id: int, status: int = 200, notice: str = "") -> HttpResponse:
     offer = services.upgrade_offer(delivery_id=delivery_id, now=timezone.now())
-    amount = offer.preview.amount_due_cents if offer.preview else offer.opportunity.estimated_uplift_cents
+    trial_end = offer.change.trial_end(offer.proration_date) if offer.change else None
     context = {
         "opportunity": offer.opportunity,
         "subscription": offer.subscription,
         "change": offer.change,
+        # What the link moves them to: the offer's plan, or their own plan with more seats.
+        "target_plan": offer.change.target_plan if offer.change else offer.opportunity.target_plan,
         "preview": offer.preview,
+        "incentive_line": offer.incentive_line,
+        "discounted": bool(offer.coupon_id),
+        "trial_ends": datetime.fromtimestamp(trial_end, tz=UTC) if trial_end else None,
         "token": token,
-        "quote": _quote_token(delivery_id, offer.proration_date, amount),
+        "quote": _quote_token(delivery_id, offer.quote),
         "proration_date": datetime.fromtimestamp(offer.proration_date, tz=UTC),
         "notice": notice,
     }
@@ -83,19 +96,14 @@ def upgrade(request: HttpRequest, token: str) -> HttpResponse:
             return HttpResponse(content_type="text/html; charset=utf-8")
         if request.method == "GET":
             return _page(request, token, delivery.pk)
+        refreshed = "The price was refreshed; please confirm again."
         quote = _read_quote(request.POST.get("quote", ""), delivery.pk)
         if quote is None:
-            return _page(
-                request, token, delivery.pk, status=409, notice="The price was refreshed; please confirm again."
-            )
-        proration_date, amount = quote
+            return _page(request, token, delivery.pk, status=409, notice=refreshed)
         try:
-            applied, subscription = services.accept_upgrade(
-                delivery_id=delivery.pk,
-                proration_date=proration_date,
-                previewed_amount_cents=amount,
-                now=timezone.now(),
-            )
+            applied, subscription = services.accept_upgrade(delivery_id=delivery.pk, seen=quote, now=timezone.now())
+        except services.QuoteOutdated:
+            return _page(request, token, delivery.pk, status=409, notice=refreshed)
         except StripeUnavailable:
             # Retrying is safe: the same UpgradeAttempt (and idempotency key) is used again.
             return _link_error(
@@ -107,5 +115,5 @@ def upgrade(request: HttpRequest, token: str) -> HttpResponse:
         return render(
             request,
             "offers/upgrade_done.html",
-            {"opportunity": offer_opportunity, "subscription": subscription, "amount_cents": amount},
+            {"opportunity": offer_opportunity, "subscription": subscription, "amount_cents": quote.amount_cents},
         )

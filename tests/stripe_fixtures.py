@@ -113,7 +113,9 @@ _SERVER: LocalStripe | None = None
 
 
 def _start() -> LocalStripe:
-    workdir = Path(tempfile.mkdtemp(prefix="localstripe-"))  # it pickles its state into the cwd
+    # localstripe 1.15.10 pickles its state to the fixed path /tmp/localstripe.pickle (shared by every
+    # instance on the machine) and loads it at start; each test empties it (reset), so that is harmless.
+    workdir = Path(tempfile.mkdtemp(prefix="localstripe-"))
     ARTIFACTS.mkdir(exist_ok=True)
     binary = Path(sys.executable).parent / "localstripe"
     logfile = open(ARTIFACTS / "localstripe.log", "ab")  # noqa: SIM115 -- lives as long as the process

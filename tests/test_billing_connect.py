@@ -155,13 +155,23 @@ def test_one_code_path_two_dialects(settings):
 
 
 @pytest.mark.django_db
-def test_the_offer_discount_is_a_first_month_coupon_created_once(localstripe):
-    first = stripe_gateway.create_first_month_coupon(secret_key=STRIPE_KEY, percent_off=50, idempotency_key="offer-7")
-    again = stripe_gateway.create_first_month_coupon(secret_key=STRIPE_KEY, percent_off=50, idempotency_key="offer-7")
+def test_the_offer_discount_is_a_coupon_named_by_its_terms_and_created_once(localstripe):
+    first_month = stripe_gateway.CouponTerms(percent_off=50)
+    assert not stripe_gateway.coupon_exists(secret_key=STRIPE_KEY, coupon_id=first_month.id)
+    first = stripe_gateway.ensure_coupon(secret_key=STRIPE_KEY, terms=first_month)
+    again = stripe_gateway.ensure_coupon(secret_key=STRIPE_KEY, terms=stripe_gateway.CouponTerms(percent_off=50))
+    assert first == again == "uplift-50pct-off-1mo"
+    assert stripe_gateway.coupon_exists(secret_key=STRIPE_KEY, coupon_id=first)
     coupon = stripe.Coupon.retrieve(first)
     assert (coupon.percent_off, coupon.duration) == (50, "once")
-    assert again == first
-    assert [c.id for c in stripe.Coupon.list().auto_paging_iter()] == [first]
+    three_months = stripe_gateway.ensure_coupon(
+        secret_key=STRIPE_KEY, terms=stripe_gateway.CouponTerms(percent_off=20, months=3)
+    )
+    amount = stripe_gateway.ensure_coupon(secret_key=STRIPE_KEY, terms=stripe_gateway.CouponTerms(amount_off_cents=500))
+    repeating, fixed = stripe.Coupon.retrieve(three_months), stripe.Coupon.retrieve(amount)
+    assert (repeating.percent_off, repeating.duration, repeating.duration_in_months) == (20, "repeating", 3)
+    assert (fixed.amount_off, fixed.currency, fixed.duration) == (500, "usd", "once")
+    assert sorted(c.id for c in stripe.Coupon.list().auto_paging_iter()) == sorted([first, three_months, amount])
 
 
 @pytest.mark.worker

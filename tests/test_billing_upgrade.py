@@ -40,8 +40,11 @@ class Offer:
     url: str
 
 
-def offer_for_acme(name: str = "mailbird", outbox=None) -> Offer:  # type: ignore[no-untyped-def]
-    """Acme pays $29 Starter in Stripe, reaches 90% of its limit, and gets the Growth email."""
+def offer_for_acme(name: str = "mailbird", outbox=None, incentive: dict | None = None) -> Offer:  # type: ignore[no-untyped-def,type-arg]
+    """Acme pays $29 Starter in Stripe, reaches 90% of its limit, and gets the Growth email.
+
+    With `incentive` (create_offer's fields: an incentive, seats), the rule's offer promises it.
+    """
     tenant = make_tenant(name)
     workspace = tenant.workspace
     catalog = email_marketing_catalog(workspace)
@@ -66,6 +69,14 @@ def offer_for_acme(name: str = "mailbird", outbox=None) -> Offer:  # type: ignor
         )
         evaluate_customer(customer_id=customer.pk, now=now)
         step = OpportunityStep.objects.get(channel="email")
+        if incentive is not None:
+            offers.create_offer(
+                workspace=workspace,
+                name="Growth for growing lists",
+                now=now,
+                rule=step.opportunity.rule,
+                **{"kind": "upsell", "target_plan": catalog.growth, **incentive},
+            )
         [delivery_id] = offers.deliver_step(step_id=step.pk, now=now)
         url = links.upgrade_url(delivery_id)
         if outbox is not None:
@@ -80,6 +91,26 @@ def offer_for_acme(name: str = "mailbird", outbox=None) -> Offer:  # type: ignor
 
 def modifications(localstripe, sub_id: str) -> list:  # type: ignore[no-untyped-def]
     return localstripe.log.matching("POST", f"/v1/subscriptions/{sub_id}")
+
+
+def click_concurrently(url: str, quote: str, clicks: int) -> list[int]:
+    """`clicks` POSTs of the same quote at once (threads, each with its own DB connection); their statuses."""
+    statuses: list[int] = []
+    barrier = threading.Barrier(clicks)
+
+    def click() -> None:
+        try:
+            barrier.wait()
+            statuses.append(Client().post(url, {"quote": quote}).status_code)
+        finally:
+            connection.close()  # each thread had its own database connection
+
+    threads = [threading.Thread(target=click) for _ in range(clicks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
 
 
 def quote_from(page) -> str:  # type: ignore[no-untyped-def]
@@ -156,22 +187,7 @@ def test_ten_concurrent_posts_make_exactly_one_stripe_update(localstripe):
     page = Client().get(offer.url)
     quote = quote_from(page)
     localstripe.log.clear()
-    statuses: list[int] = []
-    barrier = threading.Barrier(10)
-
-    def click() -> None:
-        try:
-            barrier.wait()
-            statuses.append(Client().post(offer.url, {"quote": quote}).status_code)
-        finally:
-            connection.close()  # each thread had its own database connection
-
-    threads = [threading.Thread(target=click) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(statuses) == [200] + [409] * 9
+    assert sorted(click_concurrently(offer.url, quote, 10)) == [200] + [409] * 9
     assert len(modifications(localstripe, offer.stripe_subscription_id)) == 1
     with tenant_scope(offer.workspace):
         assert UpgradeAttempt.objects.count() == 1
@@ -278,14 +294,16 @@ def test_seat_change_and_add_on_through_stripe_are_typed_movements(localstripe):
         starter, automation = Plan.objects.get(key="starter"), Plan.objects.get(stripe_price_id="automation")
         seats = billing.ChangeRequest(target_plan=starter, quantity=3)
         ts = int(now.timestamp())
-        preview = billing.quote_change(subscription=sub, change=seats, proration_date=ts)
+        preview = billing.quote_change(subscription=sub, change=seats, proration_date=ts).preview
         result = billing.perform_upgrade(
-            delivery_id=9001,
-            subscription=sub,
-            change=seats,
-            proration_date=ts,
-            previewed_amount_cents=preview.amount_due_cents,
-            attribution=billing.Attribution(),
+            request=billing.UpgradeRequest(
+                delivery_id=9001,
+                subscription=sub,
+                change=seats,
+                proration_date=ts,
+                previewed_amount_cents=preview.amount_due_cents,
+                attribution=billing.Attribution(),
+            ),
             now=now,
         )
         assert result.applied and result.movement is not None
@@ -300,12 +318,14 @@ def test_seat_change_and_add_on_through_stripe_are_typed_movements(localstripe):
 
         add_on = billing.ChangeRequest(target_plan=automation, quantity=1, add_on=True)
         result = billing.perform_upgrade(
-            delivery_id=9002,
-            subscription=Subscription.objects.get(),
-            change=add_on,
-            proration_date=ts,
-            previewed_amount_cents=0,
-            attribution=billing.Attribution(),
+            request=billing.UpgradeRequest(
+                delivery_id=9002,
+                subscription=Subscription.objects.get(),
+                change=add_on,
+                proration_date=ts,
+                previewed_amount_cents=0,
+                attribution=billing.Attribution(),
+            ),
             now=now,
         )
         # The add-on is one SubscriptionItem.create carrying the attempt's idempotency key ...
@@ -318,3 +338,35 @@ def test_seat_change_and_add_on_through_stripe_are_typed_movements(localstripe):
         remote = stripe.Subscription.retrieve(offer.stripe_subscription_id)
         assert [(i.plan.id, i.quantity) for i in remote["items"].data] == [("starter", 3)]
         assert Customer.objects.get(pk=offer.customer.pk).mrr_cents == 8700
+
+
+@pytest.mark.django_db
+def test_a_seat_offer_through_the_link_charges_the_previewed_proration(localstripe):
+    offer = offer_for_acme("seat-link", incentive={"kind": "expansion", "seats_to_add": 2})
+    localstripe.log.clear()
+    client = Client()
+    page = client.get(offer.url)
+    body = page.content.decode()
+    assert page.status_code == 200 and "More seats on Starter" in body and '<td id="seats">3</td>' in body
+    shown = re.search(r'<strong id="prorated-amount">\$([\d.,]+)</strong>', body).group(1)  # type: ignore[union-attr]
+    assert localstripe.log.writes() == []
+    done = client.post(offer.url, {"quote": quote_from(page)})
+    assert done.status_code == 200 and "You're on Starter with 3 seats!" in done.content.decode()
+    [call] = modifications(localstripe, offer.stripe_subscription_id)
+    remote = stripe.Subscription.retrieve(offer.stripe_subscription_id)
+    assert [(item.plan.id, item.quantity) for item in remote["items"].data] == [("starter", 3)]
+    charged = stripe.Invoice.create_preview(
+        customer=offer.stripe_customer_id, subscription=offer.stripe_subscription_id
+    ).amount_due
+    assert f"{charged / 100:,.2f}" == shown and charged == 5800  # two more seats of $29 for the whole period
+    with tenant_scope(offer.workspace):
+        attempt = UpgradeAttempt.objects.get()
+        assert (call[2], attempt.quantity, attempt.previewed_amount_cents) == (attempt.idempotency_key, 3, charged)
+        movement = MrrMovement.objects.get(source_key=f"upgrade:{attempt.pk}")
+        assert (movement.kind, movement.expansion_type, movement.mrr_before_cents, movement.mrr_after_cents) == (
+            "expansion",
+            "seat_expansion",
+            2900,
+            8700,
+        )
+        assert movement.attributed_offer_id == Delivery.objects.get().offer_id is not None
