@@ -114,13 +114,17 @@ _SERVER: LocalStripe | None = None
 
 def _start() -> LocalStripe:
     # localstripe 1.15.10 pickles its state to the fixed path /tmp/localstripe.pickle (shared by every
-    # instance on the machine) and loads it at start; each test empties it (reset), so that is harmless.
+    # instance on the machine) and loads it at start: --from-scratch never loads it, so a file left
+    # truncated by two instances writing at once cannot keep ours from starting.
     workdir = Path(tempfile.mkdtemp(prefix="localstripe-"))
     ARTIFACTS.mkdir(exist_ok=True)
     binary = Path(sys.executable).parent / "localstripe"
     logfile = open(ARTIFACTS / "localstripe.log", "ab")  # noqa: SIM115 -- lives as long as the process
     process = subprocess.Popen(
-        [str(binary), "--port", str(_BACKEND_PORT)], cwd=workdir, stdout=logfile, stderr=subprocess.STDOUT
+        [str(binary), "--port", str(_BACKEND_PORT), "--from-scratch"],
+        cwd=workdir,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while True:
