@@ -24,12 +24,13 @@ def _work(args: tuple[int, list[int], str]) -> int:
 
     from accounts.tenancy import tenant_scope
     from triggers.services import evaluate_customers
+    from triggers.tasks import SWEEP_BATCH
 
     connection.close()  # a forked child opens its own connection
     now = datetime.fromisoformat(now_iso)
     with tenant_scope(workspace_id):
-        for start in range(0, len(customer_ids), 200):
-            evaluate_customers(customer_ids=customer_ids[start : start + 200], now=now)
+        for start in range(0, len(customer_ids), SWEEP_BATCH):
+            evaluate_customers(customer_ids=customer_ids[start : start + SWEEP_BATCH], now=now)
     return len(customer_ids)
 
 
