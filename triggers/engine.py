@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Max
 
-from accounts.models import Contact, Customer
+from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
 from billing.models import Plan, Subscription
 from triggers.caps import contact_cap_reason, customer_cap_reason
@@ -180,16 +180,7 @@ def _load_decision_state(
         "opportunity", "stage", "status", "suppressed_reason"
     ):
         steps[step.opportunity_id].append(step)
-    # Who hears about a customer's opportunity: their earliest contact with an email address.
-    first_contact = (
-        Contact.objects.filter(customer_id=OuterRef("pk")).exclude(email="").order_by("created_at", "pk").values("pk")
-    )
-    recipients = {
-        c.customer_id: c
-        for c in Contact.objects.filter(
-            pk__in=Customer.objects.filter(pk__in=customer_ids).values(first=Subquery(first_contact[:1]))
-        )
-    }
+    recipients = _recipients(customer_ids)
     last_rejection = dict(
         OpportunityStep.objects.filter(opportunity__customer_id__in=customer_ids, outcome__in=REJECTIONS)
         .values("opportunity__customer_id")
@@ -211,6 +202,21 @@ def _load_decision_state(
     ).values_list("opportunity__customer_id", "opportunity_id", "created_at"):
         customer_offers[customer_id].append(_Offer(opportunity_id, created_at))
     return _DecisionState(opportunities, steps, recipients, last_rejection, contact_offers, customer_offers)
+
+
+def _recipients(customer_ids: list[int]) -> dict[int, Contact]:
+    """Who hears about each customer's opportunity: their earliest contact with an email address."""
+    contacts = Contact.objects.filter(customer_id__in=customer_ids).exclude(email="")
+    if connection.vendor == "postgresql":
+        # One row per customer (DISTINCT ON keeps the first of each customer in this order).
+        contacts = contacts.order_by("customer_id", "created_at", "pk").distinct("customer_id")
+    else:
+        contacts = contacts.order_by("customer_id", "created_at", "pk")
+    recipients: dict[int, Contact] = {}
+    for contact in contacts:
+        if contact.customer_id is not None:
+            recipients.setdefault(contact.customer_id, contact)
+    return recipients
 
 
 def _customer_reason(

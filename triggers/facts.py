@@ -8,9 +8,11 @@ costs rows, not round trips, so a sweep of customers that cannot fire stays chea
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Count, Max, Q
 
@@ -33,6 +35,11 @@ class CustomerState:
     owned_products: frozenset[str]
     facts: CustomerFacts
     timing: TimingFacts
+
+
+def _by_customer(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, int]]:
+    """Grouped aggregate rows ({"customer_id": 1, "r7": 3, ...}) as {customer id: {"r7": 3, ...}}."""
+    return {row["customer_id"]: {k: v for k, v in row.items() if k != "customer_id"} for row in rows}
 
 
 def _subscriptions(customer_ids: list[int]) -> dict[int, list[Subscription]]:
@@ -84,7 +91,7 @@ def _event_counts(customer_ids: list[int], context: WorkspaceContext, now: datet
         .values("customer_id")
         .annotate(**aggregates)
     )
-    return {row.pop("customer_id"): row for row in rows}
+    return _by_customer(rows)
 
 
 def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[str, int]]:
@@ -96,7 +103,7 @@ def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: dat
     if not aggregates:
         return {}
     rows = Contact.objects.filter(customer_id__in=customer_ids).values("customer_id").annotate(**aggregates)
-    return {row.pop("customer_id"): row for row in rows}
+    return _by_customer(rows)
 
 
 def _tickets(customer_ids: list[int], context: WorkspaceContext) -> dict[int, int]:
