@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Q
 
 from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
@@ -181,12 +181,6 @@ def _load_decision_state(
     ):
         steps[step.opportunity_id].append(step)
     recipients = _recipients(customer_ids)
-    last_rejection = dict(
-        OpportunityStep.objects.filter(opportunity__customer_id__in=customer_ids, outcome__in=REJECTIONS)
-        .values("opportunity__customer_id")
-        .annotate(last=Max("outcome_at"))
-        .values_list("opportunity__customer_id", "last")
-    )
     # Offers for the caps: to the recipients within the contact window, to the customers within 7 days.
     contact_since = now - timedelta(hours=max(context.policy.contact_gap_hours, 48))
     week_ago = now - timedelta(days=7)
@@ -197,10 +191,19 @@ def _load_decision_state(
         contact_id__in=contact_ids, created_at__gte=contact_since, status__in=MESSAGED
     ).values_list("contact_id", "opportunity_id", "created_at"):
         contact_offers[contact_id].append(_Offer(opportunity_id, created_at))
-    for customer_id, opportunity_id, created_at in OpportunityStep.objects.filter(
-        opportunity__customer_id__in=customer_ids, created_at__gte=week_ago, status__in=MESSAGED
-    ).values_list("opportunity__customer_id", "opportunity_id", "created_at"):
-        customer_offers[customer_id].append(_Offer(opportunity_id, created_at))
+    # The customers' recent steps: offers of the last 7 days (customer cap) and rejections (cooldown).
+    recent = Q(status__in=MESSAGED, created_at__gte=week_ago)
+    cooldown = context.policy.cooldown_days
+    if cooldown:
+        recent |= Q(outcome__in=REJECTIONS, outcome_at__gte=now - timedelta(days=cooldown))
+    last_rejection: dict[int, datetime] = {}
+    for customer_id, opportunity_id, status, outcome, outcome_at, created_at in OpportunityStep.objects.filter(
+        recent, opportunity__customer_id__in=customer_ids
+    ).values_list("opportunity__customer_id", "opportunity_id", "status", "outcome", "outcome_at", "created_at"):
+        if status in MESSAGED and created_at >= week_ago:
+            customer_offers[customer_id].append(_Offer(opportunity_id, created_at))
+        if outcome in REJECTIONS and outcome_at is not None:
+            last_rejection[customer_id] = max(outcome_at, last_rejection.get(customer_id, outcome_at))
     return _DecisionState(opportunities, steps, recipients, last_rejection, contact_offers, customer_offers)
 
 
