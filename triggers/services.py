@@ -210,21 +210,36 @@ def claim_evaluation(*, request_id: int, now: datetime) -> int | None:
     return claim_evaluations(request_ids=[request_id], now=now).get(request_id)
 
 
-def claim_evaluations(*, request_ids: list[int], now: datetime) -> dict[int, int]:
-    """Claim the still-pending outbox rows among `request_ids` in one statement: {request id: customer id}.
+def claim_evaluations(*, request_ids: list[int], now: datetime, fill_to: int = 0) -> dict[int, int]:
+    """Claim the still-pending outbox rows among `request_ids`: {request id: customer id}.
 
     Rows another worker claimed first are not returned, so a duplicate or redelivered task is harmless.
+    With `fill_to`, also claim other pending rows of the workspace (oldest first) up to that many in
+    all: under load a backlog is evaluated in big batches, whose cost per customer is far lower, and
+    the tasks published for those rows find nothing left to do. Rows locked by an ingest still in
+    progress are skipped (their own task will claim them); the task's own rows are waited for, so
+    their evaluation sees that ingest's writes.
     """
     if not request_ids:
         return {}
     table = EvaluationRequest._meta.db_table
+    workspace_id = current_workspace_id()
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET claimed_at = %s WHERE workspace_id = %s AND claimed_at IS NULL "
             f"AND id IN ({', '.join(['%s'] * len(request_ids))}) RETURNING id, customer_id",
-            [now, current_workspace_id(), *request_ids],
+            [now, workspace_id, *request_ids],
         )
-        return dict(cursor.fetchall())
+        claimed = dict(cursor.fetchall())
+        room = fill_to - len(claimed)
+        if claimed and room > 0 and connection.vendor == "postgresql":
+            cursor.execute(
+                f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE workspace_id = %s "
+                "AND claimed_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, customer_id",
+                [now, workspace_id, room],
+            )
+            claimed.update(cursor.fetchall())
+    return claimed
 
 
 def finish_evaluation(*, request_id: int, now: datetime) -> None:
@@ -236,13 +251,13 @@ def finish_evaluations(*, request_ids: list[int], now: datetime) -> None:
         EvaluationRequest.objects.filter(pk__in=request_ids).update(done_at=now)
 
 
-def evaluate_requests(*, request_ids: list[int], now: datetime) -> list[int]:
+def evaluate_requests(*, request_ids: list[int], now: datetime, fill_to: int = 0) -> list[int]:
     """Claim outbox rows, evaluate their customers as one batch, mark them done; returns the step ids now due.
 
     If the batch fails, its customers are evaluated one by one, so one customer that cannot be
     evaluated does not hold back the others; its row stays claimed and is reopened after the lease.
     """
-    claimed = claim_evaluations(request_ids=request_ids, now=now)
+    claimed = claim_evaluations(request_ids=request_ids, now=now, fill_to=fill_to)
     if not claimed:
         return []
     try:

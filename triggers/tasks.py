@@ -54,8 +54,13 @@ def evaluate_requests(workspace_id: int, request_ids: list[int]) -> list[int]:
     return _evaluate_and_publish(workspace_id, request_ids)
 
 
+# A task evaluates its own outbox rows plus other pending rows of the workspace, up to this many:
+# a backlog is drained in big batches (cheaper per customer) instead of one task at a time.
+EVALUATION_BATCH = 500
+
+
 def _evaluate_and_publish(workspace_id: int, request_ids: list[int]) -> list[int]:
-    due_steps = services.evaluate_requests(request_ids=request_ids, now=timezone.now())
+    due_steps = services.evaluate_requests(request_ids=request_ids, now=timezone.now(), fill_to=EVALUATION_BATCH)
     for step_id in due_steps:
         current_app.tasks[DELIVER_TASK].delay(workspace_id, step_id)
     return due_steps
