@@ -209,7 +209,11 @@ def _load_decision_state(
 
 def _recipients(customer_ids: list[int]) -> dict[int, Contact]:
     """Who hears about each customer's opportunity: their earliest contact with an email address."""
-    contacts = Contact.objects.filter(customer_id__in=customer_ids).exclude(email="")
+    contacts = (
+        Contact.objects.filter(customer_id__in=customer_ids)
+        .exclude(email="")
+        .only("workspace_id", "customer_id", "email", "time_zone", "unsubscribed_at", "created_at")
+    )
     if connection.vendor == "postgresql":
         # One row per customer (DISTINCT ON keeps the first of each customer in this order).
         contacts = contacts.order_by("customer_id", "created_at", "pk").distinct("customer_id")

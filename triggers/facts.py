@@ -17,7 +17,7 @@ from typing import Any
 from django.db.models import Count, Max, Q
 
 from accounts.models import Contact
-from billing.models import MrrMovement, Subscription
+from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES
 from triggers.context import WorkspaceContext
 from triggers.evaluation import EVENT_KINDS, CustomerFacts
@@ -42,11 +42,14 @@ def _by_customer(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, int]]
     return {row["customer_id"]: {k: v for k, v in row.items() if k != "customer_id"} for row in rows}
 
 
-def _subscriptions(customer_ids: list[int]) -> dict[int, list[Subscription]]:
+def _subscriptions(customer_ids: list[int], context: WorkspaceContext) -> dict[int, list[Subscription]]:
+    # Plans come from the context's catalog (same workspace): no join, no plan row decoded per customer.
+    plans = {plan.pk: plan for plan in context.plans}
     live: dict[int, list[Subscription]] = defaultdict(list)
-    for subscription in Subscription.objects.select_related("plan").filter(
-        customer_id__in=customer_ids, status__in=LIVE_STATUSES
-    ):
+    for subscription in Subscription.objects.filter(customer_id__in=customer_ids, status__in=LIVE_STATUSES):
+        if subscription.plan_id not in plans:  # a plan created after the context was read
+            plans[subscription.plan_id] = Plan.objects.get(pk=subscription.plan_id)
+        subscription.plan = plans[subscription.plan_id]
         live[subscription.customer_id].append(subscription)
     return live
 
@@ -131,7 +134,7 @@ def _last_purchases(customer_ids: list[int], context: WorkspaceContext) -> dict[
 
 def load_states(*, customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, CustomerState]:
     """Every live-subscribed customer of the batch with its facts; customers without a live subscription are left out."""
-    subscriptions = _subscriptions(customer_ids)
+    subscriptions = _subscriptions(customer_ids, context)
     ids = sorted(subscriptions)
     if not ids:
         return {}
