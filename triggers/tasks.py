@@ -56,7 +56,7 @@ def evaluate_requests(workspace_id: int, request_ids: list[int]) -> list[int]:
 
 # A task evaluates its own outbox rows plus other pending rows of the workspace, up to this many:
 # a backlog is drained in big batches (cheaper per customer) instead of one task at a time.
-EVALUATION_BATCH = 500
+EVALUATION_BATCH = 200
 
 
 def _evaluate_and_publish(workspace_id: int, request_ids: list[int]) -> list[int]:
