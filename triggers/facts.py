@@ -1,0 +1,176 @@
+"""Facts about a batch of customers in a fixed number of set-based queries, whatever the batch size.
+
+One query per kind of fact (subscriptions, meters, event counts, contacts added, support tickets,
+purchases) for the whole batch, grouped by customer; the rules then run in memory. A customer
+costs rows, not round trips, so a sweep of customers that cannot fire stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Max, Q
+
+from accounts.models import Contact
+from billing.models import MrrMovement, Plan, Subscription
+from billing.queries import LIVE_STATUSES
+from triggers.context import WorkspaceContext
+from triggers.evaluation import EVENT_KINDS, CustomerFacts
+from triggers.models import Event, Meter, MeterDefinition, Rule
+from triggers.suppression import TimingFacts, open_tickets
+
+_PURCHASES = (MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION)
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    """One customer's subscription and facts, as the rules and the bad-timing table need them."""
+
+    subscription: Subscription
+    owned_products: frozenset[str]
+    facts: CustomerFacts
+    timing: TimingFacts
+
+
+def _by_customer(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, int]]:
+    """Grouped aggregate rows ({"customer_id": 1, "r7": 3, ...}) as {customer id: {"r7": 3, ...}}."""
+    return {row["customer_id"]: {k: v for k, v in row.items() if k != "customer_id"} for row in rows}
+
+
+def _subscriptions(customer_ids: list[int], context: WorkspaceContext) -> dict[int, list[Subscription]]:
+    # Plans come from the context's catalog (same workspace): no join, no plan row decoded per customer.
+    plans = {plan.pk: plan for plan in context.plans}
+    live: dict[int, list[Subscription]] = defaultdict(list)
+    for subscription in Subscription.objects.filter(customer_id__in=customer_ids, status__in=LIVE_STATUSES):
+        if subscription.plan_id not in plans:  # a plan created after the context was read
+            plans[subscription.plan_id] = Plan.objects.get(pk=subscription.plan_id)
+        subscription.plan = plans[subscription.plan_id]
+        live[subscription.customer_id].append(subscription)
+    return live
+
+
+def _current(subscriptions: list[Subscription]) -> Subscription:
+    """The live subscription on the core product: highest tier, then latest start (billing.queries' order)."""
+    return max(subscriptions, key=lambda s: (s.plan.tier, s.started_at, -s.pk))
+
+
+def _meter_values(customer_ids: list[int], context: WorkspaceContext, month: str) -> dict[int, dict[str, Decimal]]:
+    values: dict[int, dict[str, Decimal]] = defaultdict(dict)
+    if not context.meter_keys:
+        return values
+    rows = Meter.objects.filter(
+        customer_id__in=customer_ids, key__in=context.meter_keys, period__in=(month, "all")
+    ).values_list("customer_id", "key", "period", "value")
+    for customer_id, key, period, value in rows:
+        definition = context.definitions.get(key)
+        wanted = "all" if definition and definition.reset == MeterDefinition.Reset.NEVER else month
+        if period == wanted:
+            values[customer_id][key] = value
+    return values
+
+
+def _event_counts(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[str, int]]:
+    """Per customer: events inside each event rule's window ("r<rule id>") and first-value events ever."""
+    aggregates: dict[str, Count] = {}
+    for rule in context.rules:
+        if rule.kind in EVENT_KINDS or (rule.kind == Rule.Kind.TEAM_GROWTH and rule.event_name):
+            since = now - timedelta(days=rule.window_days)
+            aggregates[f"r{rule.pk}"] = Count(
+                "pk", filter=Q(event=rule.event_name, timestamp__gte=since, timestamp__lte=now)
+            )
+    policy = context.policy
+    if policy.first_value_event:
+        aggregates["first_value"] = Count("pk", filter=Q(event=policy.first_value_event))
+    if not aggregates:
+        return {}
+    names = {r.event_name for r in context.rules if r.event_name} | {policy.first_value_event}
+    rows = (
+        Event.objects.filter(customer_id__in=customer_ids, type="track", event__in=names)
+        .values("customer_id")
+        .annotate(**aggregates)
+    )
+    return _by_customer(rows)
+
+
+def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[str, int]]:
+    aggregates = {
+        f"r{rule.pk}": Count("pk", filter=Q(created_at__gte=now - timedelta(days=rule.window_days)))
+        for rule in context.rules
+        if rule.kind == Rule.Kind.TEAM_GROWTH and not rule.event_name
+    }
+    if not aggregates:
+        return {}
+    rows = Contact.objects.filter(customer_id__in=customer_ids).values("customer_id").annotate(**aggregates)
+    return _by_customer(rows)
+
+
+def _tickets(customer_ids: list[int], context: WorkspaceContext) -> dict[int, int]:
+    """Open support tickets per customer (only customers with ticket events appear)."""
+    opened, closed = context.policy.support_opened_event, context.policy.support_closed_event
+    events: dict[int, list[tuple[str, str, datetime]]] = defaultdict(list)
+    for customer_id, name, ticket, at in Event.objects.filter(
+        customer_id__in=customer_ids, event__in=(opened, closed)
+    ).values_list("customer_id", "event", "properties__ticket_id", "timestamp"):
+        events[customer_id].append((name, str(ticket or ""), at))
+    return {customer_id: open_tickets(rows, opened=opened, closed=closed) for customer_id, rows in events.items()}
+
+
+def _last_purchases(customer_ids: list[int], context: WorkspaceContext) -> dict[int, datetime]:
+    if not context.policy.recent_purchase_days:
+        return {}  # only read the ledger when the policy asks about purchases
+    rows = (
+        MrrMovement.objects.filter(customer_id__in=customer_ids, kind__in=_PURCHASES)
+        .values("customer_id")
+        .annotate(last=Max("occurred_at"))
+        .values_list("customer_id", "last")
+    )
+    return dict(rows)
+
+
+def load_states(*, customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, CustomerState]:
+    """Every live-subscribed customer of the batch with its facts; customers without a live subscription are left out."""
+    subscriptions = _subscriptions(customer_ids, context)
+    ids = sorted(subscriptions)
+    if not ids:
+        return {}
+    policy = context.policy
+    meters = _meter_values(ids, context, now.strftime("%Y-%m"))
+    events = _event_counts(ids, context, now)
+    contacts = _contacts_added(ids, context, now)
+    tickets = _tickets(ids, context)
+    purchases = _last_purchases(ids, context)
+    labels = {k: d.label for k, d in context.definitions.items()}
+    states: dict[int, CustomerState] = {}
+    for customer_id in ids:
+        subscription = _current(subscriptions[customer_id])
+        plan = subscription.plan
+        totals = events.get(customer_id, {})
+        counts = {int(k[1:]): v for k, v in totals.items() if k.startswith("r")}
+        counts.update({int(k[1:]): v for k, v in contacts.get(customer_id, {}).items()})
+        purchase_at = None
+        if policy.recent_purchase_days:
+            purchase_at = max(filter(None, [purchases.get(customer_id), subscription.started_at]))
+        states[customer_id] = CustomerState(
+            subscription=subscription,
+            owned_products=frozenset(s.plan.product for s in subscriptions[customer_id]),
+            facts=CustomerFacts(
+                meter_values=meters.get(customer_id, {}),
+                meter_labels=labels,
+                plan_limits={k: v for k in context.meter_keys if (v := plan.limit_for(k)) is not None},
+                window_counts=counts,
+                renewal_at=subscription.current_period_end,
+                plan_interval=plan.interval,
+            ),
+            timing=TimingFacts(
+                payment_failing=subscription.status == Subscription.Status.PAST_DUE,
+                open_support_tickets=tickets.get(customer_id, 0),
+                has_first_value=not policy.first_value_event or bool(totals.get("first_value")),
+                last_purchase_at=purchase_at,
+            ),
+        )
+    return states
