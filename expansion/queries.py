@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Least, TruncMonth
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, When
+from django.db.models.functions import TruncMonth
 
 from accounts.models import Customer
 from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement
-from expansion import metrics
+from expansion import metrics, rollup
+from expansion.models import ExpansionAccount, LedgerMonth, LedgerVersion
 from expansion.selection import Selection
 from expansion.templatetags.money import cents
 from offers.experiments import HOLDOUT
@@ -81,7 +82,13 @@ def _bounds(first: date, last: date) -> tuple[datetime, datetime]:
 
 
 def ledger_version() -> int:
-    """The newest movement id of the workspace: the ledger is append-only, so it changes on every write."""
+    """A number that changes with every write to the workspace's ledger (the key of the caches below).
+
+    PostgreSQL: the trigger-maintained `LedgerVersion` row (one primary-key probe). Elsewhere the
+    newest movement id: the ledger is append-only there.
+    """
+    if rollup.maintained():
+        return LedgerVersion.objects.values_list("version", flat=True).first() or 0
     return MrrMovement.objects.aggregate(v=Max("id"))["v"] or 0
 
 
@@ -96,38 +103,44 @@ def _cached(name: str, version: int, compute: Any) -> Any:
 
 @dataclass(frozen=True)
 class Series:
-    """Monthly totals from the first to the last month with movements, with each month's starting MRR."""
+    """Monthly totals from the first to the last month with movements, with the MRR and payers at each start.
+
+    `starting` and `paying` run from the first month to the month after the last (the state after
+    every movement).
+    """
 
     months: dict[date, metrics.MonthTotals]
     starting: dict[date, int]  # MRR at the end of the previous month
     first: date | None
     last: date | None
+    paying: dict[date, int] = field(default_factory=dict)  # customers with MRR > 0 at the month's start
 
     def month(self, month: date) -> metrics.MonthTotals:
         return self.months.get(month) or metrics.MonthTotals(month=month)
 
     def starting_mrr(self, month: date) -> int:
-        if self.first is None or month <= self.first:
+        return self._at_start(month, self.starting)
+
+    def paying_customers(self, month: date) -> int:
+        return self._at_start(month, self.paying)
+
+    def _at_start(self, month: date, values: dict[date, int]) -> int:
+        if self.first is None or self.last is None or month <= self.first:
             return 0
-        if self.last is not None and month > self.last:
-            last = self.months[self.last]
-            return self.starting[self.last] + last.net_cents
-        return self.starting[month]
+        return values[min(month, metrics.add_months(self.last, 1))]
 
 
-def _compute_series() -> Series:
-    rows = (
-        MrrMovement.objects.annotate(month=TruncMonth("occurred_at", tzinfo=UTC))
-        .values("month", "kind", "expansion_type")
-        .annotate(total=Sum(F("mrr_after_cents") - F("mrr_before_cents")), accounts=Count("customer_id", distinct=True))
-        .order_by()
-    )
+def _series(rows: Any) -> Series:
+    """Build the series from rows of (month, kind, expansion_type, total, accounts, paying)."""
     months: dict[date, metrics.MonthTotals] = {}
+    paying_delta: dict[date, int] = {}
     for row in rows:
-        month = row["month"].date()
+        month = row["month"]
+        month = month.date() if isinstance(month, datetime) else month
         totals = months.setdefault(month, metrics.MonthTotals(month=month))
         # Magnitudes by the kind's sign, so ending = start + Σ deltas holds exactly whatever the data.
         totals.by_kind[row["kind"]] += metrics.KIND_SIGN[row["kind"]] * row["total"]
+        paying_delta[month] = paying_delta.get(month, 0) + row["paying"]
         if row["kind"] == MrrMovement.Kind.EXPANSION:
             key = row["expansion_type"]
             totals.type_mrr[key] = totals.type_mrr.get(key, 0) + row["total"]
@@ -136,52 +149,100 @@ def _compute_series() -> Series:
         return Series(months={}, starting={}, first=None, last=None)
     first, last = min(months), max(months)
     starting: dict[date, int] = {}
-    running = 0
+    paying: dict[date, int] = {}
+    running = payers = 0
     for month in metrics.months_between(first, last):
-        starting[month] = running
+        starting[month], paying[month] = running, payers
         months.setdefault(month, metrics.MonthTotals(month=month))
         running += months[month].net_cents
-    return Series(months=months, starting=starting, first=first, last=last)
+        payers += paying_delta.get(month, 0)
+    after = metrics.add_months(last, 1)
+    starting[after], paying[after] = running, payers
+    return Series(months=months, starting=starting, first=first, last=last, paying=paying)
+
+
+def series_from_ledger() -> Series:
+    """The monthly rollup computed from the raw ledger rows (one GROUP BY): SQLite, and the reference in tests."""
+    paying = Case(When(mrr_after_cents__gt=0, then=1), default=0) - Case(
+        When(mrr_before_cents__gt=0, then=1), default=0
+    )
+    rows = (
+        MrrMovement.objects.annotate(month=TruncMonth("occurred_at", tzinfo=UTC))
+        .values("month", "kind", "expansion_type")
+        .annotate(
+            total=Sum(F("mrr_after_cents") - F("mrr_before_cents")),
+            accounts=Count("customer_id", distinct=True),
+            paying=Sum(paying),
+        )
+        .order_by()
+    )
+    return _series(rows)
+
+
+def series_from_rollup() -> Series:
+    """The monthly rollup read from `LedgerMonth` (kept by the triggers): a few hundred rows, no ledger scan."""
+    rows = LedgerMonth.objects.values("month", "kind", "expansion_type").annotate(
+        total=F("delta_cents"), accounts=F("accounts"), paying=F("paying_delta")
+    )
+    return _series(rows.order_by())
 
 
 def series(version: int | None = None) -> Series:
-    """The workspace's monthly rollup of the ledger (cached per ledger version)."""
-    return _cached("series", ledger_version() if version is None else version, _compute_series)
+    """The workspace's monthly rollup of the ledger."""
+    if rollup.maintained():
+        return series_from_rollup()
+    return _cached("series", ledger_version() if version is None else version, series_from_ledger)
 
 
 def _type_accounts(first: date, last: date) -> dict[str, int]:
+    """Distinct customers with an expansion of each type in the months `first`..`last`."""
+    rows: QuerySet[Any, Any]
+    if rollup.maintained():
+        rows = ExpansionAccount.objects.filter(month__gte=first, month__lte=last).values("expansion_type")
+    else:
+        start, end = _bounds(first, last)
+        rows = MrrMovement.objects.filter(
+            kind=MrrMovement.Kind.EXPANSION, occurred_at__gte=start, occurred_at__lt=end
+        ).values("expansion_type")
+    counted = rows.annotate(accounts=Count("customer_id", distinct=True)).order_by()
+    return {row["expansion_type"]: row["accounts"] for row in counted}
+
+
+# Each customer with a movement in the range: MRR at the range's start (the `before` of their first
+# movement in it) and at its end (the `after` of their last one). Portable SQL (window functions).
+_MOVERS = """
+SELECT COALESCE(SUM(at_end - at_start), 0),
+       COALESCE(SUM(CASE WHEN at_start > at_end THEN at_start - at_end ELSE 0 END), 0)
+FROM (
+    SELECT FIRST_VALUE(mrr_before_cents) OVER (PARTITION BY customer_id ORDER BY occurred_at, id) AS at_start,
+           FIRST_VALUE(mrr_after_cents) OVER (PARTITION BY customer_id ORDER BY occurred_at DESC, id DESC) AS at_end,
+           ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY occurred_at, id) AS n
+    FROM billing_mrrmovement
+    WHERE workspace_id = %s AND occurred_at >= %s AND occurred_at < %s
+) movers
+WHERE n = 1 AND at_start > 0
+"""
+
+
+def _cohort(first: date, last: date, rollup_series: Series) -> metrics.Cohort:
+    """The range-start payers' MRR at the start and at the end of the range, from the range's movements only.
+
+    By the ledger's contract (each movement's `before` is the customer's MRR after their previous
+    one), a customer without a movement in the range ends it with the MRR they started with, and a
+    customer's MRR at the start is the `before` of their first movement in the range. So the cohort
+    is the starting MRR plus what the movers among the payers gained (end) or kept (retained): one
+    pass over the range's movements instead of two lookups per customer.
+    """
     start, end = _bounds(first, last)
-    rows = (
-        MrrMovement.objects.filter(kind=MrrMovement.Kind.EXPANSION, occurred_at__gte=start, occurred_at__lt=end)
-        .values("expansion_type")
-        .annotate(accounts=Count("customer_id", distinct=True))
-        .order_by()
-    )
-    return {row["expansion_type"]: row["accounts"] for row in rows}
-
-
-def _cohort(first: date, last: date) -> metrics.Cohort:
-    start, end = _bounds(first, last)
-
-    def mrr_before(moment: datetime) -> Subquery:
-        latest = MrrMovement.objects.filter(customer_id=OuterRef("pk"), occurred_at__lt=moment)
-        return Subquery(latest.order_by("-occurred_at", "-pk").values("mrr_after_cents")[:1])
-
-    totals = (
-        Customer.objects.annotate(at_start=mrr_before(start), at_end=mrr_before(end))
-        .filter(at_start__gt=0)
-        .aggregate(
-            customers=Count("pk"),
-            start_cents=Sum("at_start"),
-            end_cents=Sum("at_end"),
-            retained=Sum(Least("at_start", "at_end")),
-        )
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_MOVERS, [current_workspace_id(), start, end])
+        change, lost = cursor.fetchone()
+    starting = rollup_series.starting_mrr(first)
     return metrics.Cohort(
-        customers=totals["customers"],
-        start_cents=totals["start_cents"] or 0,
-        end_cents=totals["end_cents"] or 0,
-        retained_cents=totals["retained"] or 0,
+        customers=rollup_series.paying_customers(first),
+        start_cents=starting,
+        end_cents=starting + int(change),
+        retained_cents=starting - int(lost),
     )
 
 
@@ -196,7 +257,7 @@ def period(first: date, last: date, version: int | None = None) -> metrics.Perio
     else:
         key = f"{first:%Y%m}-{last:%Y%m}"
         type_accounts = _cached(f"types:{key}", version, lambda: _type_accounts(first, last))
-        cohort = _cached(f"cohort:{key}", version, lambda: _cohort(first, last))
+        cohort = _cached(f"cohort:{key}", version, lambda: _cohort(first, last, rollup))
     return metrics.period_figures(
         starting_mrr_cents=rollup.starting_mrr(first), months=months, type_accounts=type_accounts, cohort=cohort
     )
