@@ -307,15 +307,13 @@ DEFAULT_OFFER = "(default)"  # deliveries sent without a configured Offer (docs/
 
 
 def _funnel_rows(first: date, last: date) -> list[dict[str, Any]]:
+    """One row per opportunity opened in the period: sent?, clicked?, accepted when, offer, variant, discounted?
+
+    Three queries, each one pass joined on the period's opportunities (the EXISTS tests are hashed
+    semi-joins): per-opportunity correlated subqueries for the accepted step and the first sent
+    delivery cost 4 x 10,000 index lookups at 100,000 customers.
+    """
     start, end = _bounds(first, last)
-    accepted_steps = OpportunityStep.objects.filter(
-        opportunity=OuterRef("pk"), outcome=OpportunityStep.Outcome.ACCEPTED
-    ).order_by("outcome_at")
-    # The offer and variant an opportunity was sent with: its first sent delivery's (an opportunity's
-    # deliveries share the rule's offer and the customer's sticky arm).
-    first_sent = Delivery.objects.filter(step__opportunity=OuterRef("pk"), sent_at__isnull=False).order_by(
-        "sent_at", "pk"
-    )
     accepted_event = DeliveryEvent.objects.filter(delivery=OuterRef("pk"), kind=DeliveryEvent.Kind.ACCEPTED)
     # Discount used: the accepted delivery promised an incentive whose window was open when it was accepted
     # (what offers.queries.promised_incentive hands billing to apply).
@@ -336,27 +334,42 @@ def _funnel_rows(first: date, last: date) -> list[dict[str, Any]]:
                 )
             )
             | Exists(Delivery.objects.filter(step__opportunity=OuterRef("pk"), clicked_at__isnull=False)),
-            accepted_at=Subquery(accepted_steps.values("outcome_at")[:1]),
-            offer_id=Subquery(first_sent.values("offer_id")[:1]),
-            offer_name=Subquery(first_sent.values("offer__name")[:1]),
-            variant=Subquery(first_sent.values("variant")[:1]),
             discounted=Exists(discounted),
         )
-        .values(
-            "rule__name",
-            "status",
-            "created_at",
-            "updated_at",
-            "sent",
-            "clicked",
-            "accepted_at",
-            "offer_id",
-            "offer_name",
-            "variant",
-            "discounted",
-        )
+        .values("pk", "rule__name", "status", "created_at", "updated_at", "sent", "clicked", "discounted")
     )
-    return [dict(row) for row in rows]
+    # The first accepted step's outcome time (steps without one do not count).
+    accepted_at: dict[int, datetime] = {}
+    for opportunity_id, at in OpportunityStep.objects.filter(
+        opportunity__created_at__gte=start,
+        opportunity__created_at__lt=end,
+        outcome=OpportunityStep.Outcome.ACCEPTED,
+        outcome_at__isnull=False,
+    ).values_list("opportunity_id", "outcome_at"):
+        if at is not None and (opportunity_id not in accepted_at or at < accepted_at[opportunity_id]):
+            accepted_at[opportunity_id] = at
+    # The offer and variant an opportunity was sent with: its first sent delivery's (by sent_at, then
+    # id; an opportunity's deliveries share the rule's offer and the customer's sticky arm).
+    first_sent: dict[int, tuple[datetime, int, int | None, str | None, str]] = {}
+    for opportunity_id, *delivery in Delivery.objects.filter(
+        step__opportunity__created_at__gte=start, step__opportunity__created_at__lt=end, sent_at__isnull=False
+    ).values_list("step__opportunity_id", "sent_at", "pk", "offer_id", "offer__name", "variant"):
+        candidate = tuple(delivery)
+        if opportunity_id not in first_sent or candidate[:2] < first_sent[opportunity_id][:2]:
+            first_sent[opportunity_id] = candidate  # type: ignore[assignment]
+    out = []
+    for row in rows:
+        sent = first_sent.get(row["pk"])
+        out.append(
+            {
+                **row,
+                "accepted_at": accepted_at.get(row["pk"]),
+                "offer_id": sent[2] if sent else None,
+                "offer_name": sent[3] if sent else None,
+                "variant": sent[4] if sent else None,
+            }
+        )
+    return out
 
 
 def _outcome(row: dict[str, Any], key: tuple[str, ...]) -> metrics.OpportunityOutcome:
