@@ -7,7 +7,7 @@ Every amount is integer cents. Ratios are `Decimal` percentages rounded half-up 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -211,6 +211,14 @@ def conversion(outcomes: Iterable[OpportunityOutcome]) -> list[ConversionRow]:
     for outcome in outcomes:
         if outcome.sent:
             groups.setdefault(outcome.key, []).append(outcome)
+    return conversion_of_groups(groups)
+
+
+def conversion_of_groups(groups: Mapping[tuple[str, ...], Sequence[OpportunityOutcome]]) -> list[ConversionRow]:
+    """The funnel of outcomes already grouped (and filtered to sent), one row per group key, sorted.
+
+    Lets one set of outcomes be cut several ways (trigger, offer, variant) without rebuilding them.
+    """
     rows = []
     for key in sorted(groups):
         items = groups[key]

@@ -399,18 +399,25 @@ class Conversion:
 
 def conversion(first: date, last: date) -> Conversion:
     """Sent → clicked → accepted for the opportunities opened in the period, by trigger, offer and variant."""
-    rows = _funnel_rows(first, last)
-
-    def offer_key(row: dict[str, Any]) -> tuple[str, str]:
-        return (row["offer_name"] or DEFAULT_OFFER, "" if row["offer_id"] is None else str(row["offer_id"]))
-
-    by_trigger = metrics.conversion(_outcome(row, (row["rule__name"],)) for row in rows)
-    accepted = sum(r.accepted for r in by_trigger)
-    discounted = sum(r.discounted for r in by_trigger)
+    by_trigger: dict[tuple[str, ...], list[metrics.OpportunityOutcome]] = {}
+    by_offer: dict[tuple[str, ...], list[metrics.OpportunityOutcome]] = {}
+    by_variant: dict[tuple[str, ...], list[metrics.OpportunityOutcome]] = {}
+    for row in _funnel_rows(first, last):
+        if not row["sent"]:
+            continue  # only opportunities with a sent offer count (metrics.conversion)
+        # One outcome per opportunity, filed under each cut (10,000 opportunities at 100,000 customers).
+        outcome = _outcome(row, (row["rule__name"],))
+        offer = (row["offer_name"] or DEFAULT_OFFER, "" if row["offer_id"] is None else str(row["offer_id"]))
+        by_trigger.setdefault(outcome.key, []).append(outcome)
+        by_offer.setdefault(offer, []).append(outcome)
+        by_variant.setdefault((*offer, row["variant"] or ""), []).append(outcome)
+    trigger_rows = metrics.conversion_of_groups(by_trigger)
+    accepted = sum(r.accepted for r in trigger_rows)
+    discounted = sum(r.discounted for r in trigger_rows)
     return Conversion(
-        by_trigger=by_trigger,
-        by_offer=metrics.conversion(_outcome(row, offer_key(row)) for row in rows),
-        by_variant=metrics.conversion(_outcome(row, (*offer_key(row), row["variant"] or "")) for row in rows),
+        by_trigger=trigger_rows,
+        by_offer=metrics.conversion_of_groups(by_offer),
+        by_variant=metrics.conversion_of_groups(by_variant),
         accepted=accepted,
         discounted=discounted,
         discount_usage=metrics.percent(discounted, accepted),
