@@ -211,18 +211,22 @@ def _type_accounts(first: date, last: date) -> dict[str, int]:
 
 
 # The range's movers: per customer with a movement in the range, their net change in it, and whether
-# they were paying when it started (their first movement in it, by time then id, did not start from
-# 0). By the ledger's chain (each `before` is the MRR after the customer's previous movement) a
-# payer's MRR at the end is their MRR at the start plus the net change. One hash aggregate over the
-# range's rows (PostgreSQL: arrays compare element by element).
+# they were paying when it started. By the ledger's chain (each `before` is the MRR after the
+# customer's previous movement) a payer's MRR at the end is their MRR at the start plus the net
+# change, and a customer's moves from 0 and to 0 alternate: they were paying at the start when none
+# of their movements starts from 0, or when the first that ends at 0 (by time, then id; arrays compare
+# element by element) comes before the first that starts from 0. One hash aggregate over the range.
 _MOVERS_POSTGRESQL = """
 SELECT COALESCE(SUM(net) FILTER (WHERE paying), 0), COALESCE(SUM(-net) FILTER (WHERE paying AND net < 0), 0)
 FROM (
     SELECT SUM(mrr_after_cents - mrr_before_cents) AS net,
-           MIN(ARRAY[(EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, id])
-               IS DISTINCT FROM
-           MIN(ARRAY[(EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, id]) FILTER (WHERE mrr_before_cents = 0)
-               AS paying
+           CASE WHEN COUNT(*) FILTER (WHERE mrr_before_cents = 0) = 0 THEN true
+                ELSE COALESCE(
+                    MIN(ARRAY[(EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, id]) FILTER (WHERE mrr_after_cents = 0)
+                    < MIN(ARRAY[(EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, id])
+                        FILTER (WHERE mrr_before_cents = 0),
+                    false)
+           END AS paying
     FROM billing_mrrmovement
     WHERE workspace_id = %s AND occurred_at >= %s AND occurred_at < %s
     GROUP BY customer_id
