@@ -217,7 +217,11 @@ class Opportunity(TenantModel):
         constraints = [
             models.UniqueConstraint(fields=["workspace", "customer", "rule", "period"], name="opportunity_unique"),
         ]
-        indexes = [models.Index(fields=["workspace", "status", "-estimated_uplift_cents"])]
+        indexes = [
+            models.Index(fields=["workspace", "status", "-estimated_uplift_cents"]),
+            # The dashboard's conversion tables: opportunities opened in a period (expansion.queries).
+            models.Index(fields=["workspace", "created_at"], name="opportunity_ws_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.rule} for {self.customer_id} ({self.period})"
