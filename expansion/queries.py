@@ -647,7 +647,7 @@ class OpportunityFilter:
 
 def opportunities(filters: OpportunityFilter, limit: int = 50) -> QuerySet[Opportunity]:
     """Opportunities matching the dashboard's filters (each carries the highest stage its signal reached)."""
-    qs = Opportunity.objects.select_related("customer", "rule", "target_plan")
+    qs = Opportunity.objects.all()
     if filters.status == "live":
         qs = qs.filter(status__in=LIVE_STATUSES)
     elif filters.status in Opportunity.Status.values:
@@ -660,7 +660,15 @@ def opportunities(filters: OpportunityFilter, limit: int = 50) -> QuerySet[Oppor
             | Q(customer__external_id__icontains=filters.q)
             | Q(signal__icontains=filters.q)
         )
-    return qs.order_by(*OPPORTUNITY_SORTS.get(filters.sort, OPPORTUNITY_SORTS["uplift"]))[:limit]
+    order = OPPORTUNITY_SORTS.get(filters.sort, OPPORTUNITY_SORTS["uplift"])
+    # The page's ids first (LIMIT on the narrow rows), then customers, rules and plans for those rows
+    # only: joined before the LIMIT, PostgreSQL hashed every customer of the workspace for 50 rows.
+    page = qs.order_by(*order).values("pk")[:limit]
+    return (
+        Opportunity.objects.filter(pk__in=Subquery(page))
+        .select_related("customer", "rule", "target_plan")
+        .order_by(*order)
+    )
 
 
 def top_opportunities(limit: int = 10) -> QuerySet[Opportunity]:
