@@ -1,6 +1,6 @@
 """The dashboard's ledger rollup: monthly totals of `billing.MrrMovement`, kept current by the database.
 
-On PostgreSQL, statement-level triggers on `billing_mrrmovement` (migration 0001) update these
+On PostgreSQL, statement-level triggers on `billing_mrrmovement` (migration expansion/0002) update these
 tables in the same transaction as every insert, update or delete of movements, whatever wrote
 them (billing's services, bulk imports, tests), so the dashboard never recomputes the ledger on
 a read and billing does not have to know the dashboard exists. `manage.py rebuild_ledger_rollup`
