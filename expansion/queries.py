@@ -467,37 +467,32 @@ IMPACT_CUTS = ("attributed_trigger", "attributed_offer_id", "attributed_variant"
 def _impact_rows(first: date, last: date) -> tuple[tuple[ImpactRow, ...], ...]:
     """Attributed expansion by trigger, by offer and by variant, each sorted by MRR (largest first), then key.
 
-    One hash aggregate per (trigger, offer, variant, customer), cut three ways here: three GROUP BYs
-    with COUNT(DISTINCT) sorted the period's attributed rows three times.
+    One scan of the period's attributed movements (a CTE), then per cut a hash aggregate by (key,
+    customer) counted by key: three GROUP BYs with COUNT(DISTINCT) sorted every row three times,
+    and fetching one row per (trigger, offer, variant, customer) moved ~50,000 rows to Python for a
+    12-month range at 100,000 customers.
     """
-    rows = (
-        _attributed(first, last)
-        .values(*IMPACT_CUTS, "customer_id")
-        .annotate(movements=Count("pk"), mrr=Sum(F("mrr_after_cents") - F("mrr_before_cents")))
-        .order_by()
+    attributed = _attributed(first, last).values(
+        *IMPACT_CUTS, "customer_id", delta=F("mrr_after_cents") - F("mrr_before_cents")
     )
-    cuts: list[dict[Any, tuple[set[int], list[int]]]] = [{} for _ in IMPACT_CUTS]
-    for row in rows:
-        for cut, field_name in zip(cuts, IMPACT_CUTS, strict=True):
-            customers, sums = cut.setdefault(row[field_name], (set(), [0, 0]))
-            customers.add(row["customer_id"])
-            sums[0] += row["movements"]
-            sums[1] += row["mrr"]
-    # As ORDER BY mrr DESC, key ASC would (NULL keys last, strings in code point order).
-    return tuple(
-        tuple(
-            ImpactRow(
-                key="" if key is None else str(key),
-                accounts=len(customers),
-                movements=sums[0],
-                mrr_cents=sums[1],
-            )
-            for key, (customers, sums) in sorted(
-                cut.items(), key=lambda item: (-item[1][1][1], item[0] is None, item[0])
-            )
-        )
-        for cut in cuts
+    sql, params = attributed.query.sql_with_params()
+    per_cut = " UNION ALL ".join(
+        f"""SELECT {index} AS cut, CAST({field_name} AS TEXT) AS key,
+                   COUNT(*) AS accounts, SUM(n) AS movements, SUM(mrr) AS mrr
+            FROM (SELECT {field_name}, customer_id, COUNT(*) AS n, SUM(delta) AS mrr
+                  FROM attributed GROUP BY 1, 2) per_customer
+            GROUP BY {field_name}"""
+        for index, field_name in enumerate(IMPACT_CUTS)
     )
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH attributed AS ({sql}) {per_cut}", params)
+        rows = cursor.fetchall()
+    cuts: list[list[tuple[Any, ...]]] = [[] for _ in IMPACT_CUTS]
+    for cut, key, accounts, movements, mrr in rows:
+        raw = key if key is None or IMPACT_CUTS[cut] != "attributed_offer_id" else int(key)  # offer ids sort as numbers
+        cuts[cut].append((-int(mrr), key is None, raw, ImpactRow(key or "", int(accounts), int(movements), int(mrr))))
+    # As ORDER BY mrr DESC, key ASC (NULL last) would sort each cut.
+    return tuple(tuple(entry[3] for entry in sorted(cut, key=lambda e: e[:3])) for cut in cuts)
 
 
 def revenue_impact(figures: metrics.PeriodFigures, version: int | None = None) -> RevenueImpact:
