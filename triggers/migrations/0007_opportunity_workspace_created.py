@@ -6,9 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0002_audit_entry'),
-        ('billing', '0003_stripe_connection_events_upgrades_items'),
-        ('triggers', '0005_outbox_publish_stamps'),
+        ('triggers', '0006_ingest_write_path'),
     ]
 
     operations = [
