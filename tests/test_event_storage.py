@@ -51,3 +51,31 @@ def test_partitions_are_created_ahead_and_the_task_is_idempotent():
     ensure_event_partitions(connection, now=later, months_ahead=2)
     assert {"triggers_event_2031_11", "triggers_event_2031_12", "triggers_event_2032_01"} <= partitions()
     assert "triggers_event_default" in partitions()
+
+
+def test_copy_stores_tabs_newlines_backslashes_and_quotes_exactly(tenant_a):
+    """Events go in through COPY's text format: every character that format escapes must come back as sent."""
+    awkward = 'a\tb\nc\rd\\e "f" \\N \\\\t é 😀'
+    call = {
+        "type": "track",
+        "messageId": f"id-{awkward}",
+        "userId": f"user-{awkward}",
+        "anonymousId": f"anon-{awkward}",
+        "event": f"Event {awkward}",
+        "properties": {"text": awkward, "nested": {"k\\ey": [awkward, 1.5, None, True]}},
+        "context": {"groupId": f"org-{awkward}", "page": {"title": awkward}},
+    }
+    body = {"batch": [call, {**call, "messageId": "plain", "userId": "u", "anonymousId": "", "event": "Plain"}]}
+    response = Client().post("/v1/batch", json.dumps(body), content_type="application/json", **tenant_a.basic())
+    assert response.status_code == 200 and response.json()["stored"] == 2
+    with tenant_scope(tenant_a.workspace):
+        event = Event.objects.get(message_id=f"id-{awkward}")
+    assert (event.user_id, event.anonymous_id, event.event, event.group_id) == (
+        f"user-{awkward}",
+        f"anon-{awkward}",
+        f"Event {awkward}",
+        f"org-{awkward}",
+    )
+    assert event.properties == call["properties"]
+    assert event.context == call["context"]
+    assert event.customer is not None and event.customer.external_id == f"org-{awkward}"
