@@ -12,10 +12,11 @@ from accounts.services import issue_api_key, sign_up
 from accounts.tenancy import tenant_scope
 from billing.models import Plan
 from billing.services import create_plan, start_subscription
+from triggers.example_catalog import email_marketing_catalog
 from triggers.ingest import ingest
 from triggers.models import MeterDefinition
 from triggers.segment import validate_batch
-from triggers.services import create_limit_rule, create_meter_definition
+from triggers.services import create_meter_definition
 from triggers.tasks import publish_evaluations
 
 DEMO_EMAIL = "demo@uplift.localhost"
@@ -94,44 +95,17 @@ def build_demo(*, now: datetime, customers: int = 200, seed: int = 42) -> DemoRe
     _user, workspace = sign_up(email=DEMO_EMAIL, password=DEMO_PASSWORD, workspace_name="Mailbird (demo)")
     with tenant_scope(workspace):
         write_key = issue_api_key(workspace=workspace, kind="write", name="Demo product").plaintext
-        plans = [
-            create_plan(
-                workspace=workspace,
-                key="starter",
-                name="Starter",
-                amount_cents=2900,
-                tier=1,
-                limits={"subscribers": 1000},
-                features=["1,000 subscribers", "Email campaigns"],
-            ),
-            create_plan(
-                workspace=workspace,
-                key="growth",
-                name="Growth",
-                amount_cents=4900,
-                tier=2,
-                limits={"subscribers": 5000},
-                features=["5,000 subscribers", "Advanced automation", "Priority delivery"],
-            ),
-            create_plan(
-                workspace=workspace,
-                key="pro",
-                name="Pro",
-                amount_cents=9900,
-                tier=3,
-                limits={"subscribers": 25000},
-                features=["25,000 subscribers", "Dedicated IP", "Premium support"],
-            ),
-        ]
-        create_meter_definition(
+        example = email_marketing_catalog(workspace)
+        pro = create_plan(
             workspace=workspace,
-            key="subscribers",
-            label="subscribers",
-            event_name="List Size Reported",
-            aggregation=MeterDefinition.Aggregation.GAUGE,
-            property_name="subscribers",
-            reset=MeterDefinition.Reset.MONTHLY,
+            key="pro",
+            name="Pro",
+            amount_cents=9900,
+            tier=3,
+            limits={"subscribers": 25000},
+            features=["25,000 subscribers", "Dedicated IP", "Premium support"],
         )
+        plans = [example.starter, example.growth, pro]
         create_meter_definition(
             workspace=workspace,
             key="emails_sent",
@@ -140,13 +114,6 @@ def build_demo(*, now: datetime, customers: int = 200, seed: int = 42) -> DemoRe
             aggregation=MeterDefinition.Aggregation.SUM,
             property_name="recipients",
             reset=MeterDefinition.Reset.MONTHLY,
-        )
-        create_limit_rule(
-            workspace=workspace,
-            name="Approaching the subscriber limit",
-            meter_key="subscribers",
-            threshold_percent=80,
-            channels=["in_app", "email"],
         )
         events = _seed_customers(workspace=workspace, plans=plans, count=customers, now=now, rng=rng)
     return DemoResult(workspace=workspace, customers=customers, events=events, write_key=write_key)

@@ -19,10 +19,10 @@ from accounts.models import User, Workspace
 from accounts.services import issue_api_key, sign_up
 from accounts.tenancy import tenant_scope
 from billing.models import Plan
-from billing.services import create_plan, start_subscription
+from billing.services import start_subscription
 from tests.harness import ARTIFACTS, SmtpSink, WorkerProcess, free_port
-from triggers.models import MeterDefinition
-from triggers.services import create_limit_rule, create_meter_definition
+from triggers import example_catalog
+from triggers.example_catalog import Catalog
 
 _SINK: SmtpSink | None = None
 
@@ -126,50 +126,10 @@ def tenant_b(db: None) -> Tenant:
     return make_tenant("bravo")
 
 
-@dataclass
-class Catalog:
-    starter: Plan
-    growth: Plan
-
-
 def email_marketing_catalog(workspace: Workspace) -> Catalog:
     """Example 1 of the methodology: an email tool with a 1,000 subscriber limit on Starter."""
     with tenant_scope(workspace):
-        starter = create_plan(
-            workspace=workspace,
-            key="starter",
-            name="Starter",
-            amount_cents=2900,
-            tier=1,
-            limits={"subscribers": 1000},
-            features=["1,000 subscribers"],
-        )
-        growth = create_plan(
-            workspace=workspace,
-            key="growth",
-            name="Growth",
-            amount_cents=4900,
-            tier=2,
-            limits={"subscribers": 5000},
-            features=["5,000 subscribers", "Advanced automation", "Priority delivery"],
-        )
-        create_meter_definition(
-            workspace=workspace,
-            key="subscribers",
-            label="subscribers",
-            event_name="List Size Reported",
-            aggregation=MeterDefinition.Aggregation.GAUGE,
-            property_name="subscribers",
-            reset=MeterDefinition.Reset.MONTHLY,
-        )
-        create_limit_rule(
-            workspace=workspace,
-            name="Approaching the subscriber limit",
-            meter_key="subscribers",
-            threshold_percent=80,
-            channels=["in_app", "email"],
-        )
-    return Catalog(starter=starter, growth=growth)
+        return example_catalog.email_marketing_catalog(workspace)
 
 
 def subscribe(workspace: Workspace, plan: Plan, group_id: str, now: datetime | None = None) -> None:
