@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from accounts.models import Customer, User, Workspace
 from accounts.services import issue_api_key, sign_up
 from accounts.tenancy import tenant_scope
-from billing.models import Plan
-from billing.services import create_plan, start_subscription
+from billing.models import Plan, Subscription
+from billing.services import change_plan, create_plan, start_subscription
 from triggers.example_catalog import email_marketing_catalog
 from triggers.ingest import ingest
 from triggers.models import MeterDefinition
@@ -178,9 +178,27 @@ def _seed_customers(*, workspace: Workspace, plans: list[Plan], count: int, now:
         first_batch = validate_batch(calls[:2], now)
         ingest(workspace=workspace, events=first_batch.events, now=now)
         customer = Customer.objects.get(external_id=group_id)
-        start_subscription(customer=customer, plan=plan, now=started)
+        subscription = start_subscription(customer=customer, plan=plan, now=started)
+        _past_changes(subscription=subscription, plans=plans, months=months, now=now, rng=rng)
         usage = validate_batch(calls[2:], now)
         result = ingest(workspace=workspace, events=usage.events, now=now)
         publish_evaluations(workspace.pk, result.evaluation_request_ids)
         total_events += len(calls)
     return total_events
+
+
+def _past_changes(
+    *, subscription: Subscription, plans: list[Plan], months: int, now: datetime, rng: random.Random
+) -> None:
+    """Some history for the dashboard: upgrades, added seats and downgrades in earlier months."""
+    if months < 2:
+        return
+    at = now - timedelta(days=30 * rng.randint(1, months - 1), hours=rng.randint(1, 72))
+    tier = plans.index(subscription.plan)
+    roll = rng.random()
+    if roll < 0.18 and tier + 1 < len(plans):
+        change_plan(subscription=subscription, plan=plans[tier + 1], now=at)  # upsell
+    elif roll < 0.26:
+        change_plan(subscription=subscription, plan=subscription.plan, quantity=rng.randint(2, 3), now=at)  # seats
+    elif roll < 0.30 and tier > 0:
+        change_plan(subscription=subscription, plan=plans[tier - 1], now=at)  # contraction
