@@ -231,14 +231,6 @@ def _copy_escape(text: str) -> str:
     return text.translate(_COPY_ESCAPES) if _NEEDS_COPY_ESCAPE.search(text) else text
 
 
-def _copy_text(value: object) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value).translate(_COPY_ESCAPES)
-
-
 def _json_text(value: dict[str, Any]) -> str:
     try:
         return orjson.dumps(value).decode()

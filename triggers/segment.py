@@ -171,14 +171,19 @@ def _parse_timestamp(value: str) -> datetime | None:
             return None
 
 
+def _parse_aware(value: Any) -> datetime | None:
+    """An ISO-8601 date-time with an offset, or None for anything else (wrong type, no offset)."""
+    parsed = _parse_timestamp(value) if isinstance(value, str) else None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
+
+
 def _aware(raw: dict[str, Any], name: str, index: int, errors: list[ItemError]) -> datetime | None:
     value = raw.get(name)
     if value is None:
         return None
-    parsed = _parse_timestamp(value) if isinstance(value, str) else None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = _parse_aware(value)
+    if parsed is None:
         errors.append(ItemError(index, name, "invalid", f"{name} must be an ISO-8601 date-time with offset."))
-        return None
     return parsed
 
 
@@ -290,8 +295,8 @@ def parse_sent_at(value: Any) -> datetime | None:
     """A batch's `sentAt`, or None when absent; ValueError when present but not a date-time with offset."""
     if value is None:
         return None
-    parsed = _parse_timestamp(value) if isinstance(value, str) else None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = _parse_aware(value)
+    if parsed is None:
         raise ValueError("sentAt must be an ISO-8601 date-time with offset.")
     return parsed
 
