@@ -85,6 +85,7 @@ def main() -> None:
 
     from accounts.tenancy import tenant_scope
     from triggers.ingest import EVENT_COLUMNS, _copy_lines, ingest
+    from triggers.meters import fold
     from triggers.models import EvaluationRequest, Event, Meter
     from triggers.segment import validate_batch
 
@@ -99,6 +100,11 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait()
+    # Meters are exact only once the requests' deltas are folded (the engine folds before it reads):
+    # the fold is part of the cost, so it is timed and counted in the headline figure.
+    start = time.perf_counter()
+    fold(http_ws.pk)
+    fold_seconds = time.perf_counter() - start
     with tenant_scope(http_ws):
         stored = Event.objects.count()
         calls = Meter.objects.filter(key="api-calls").values_list("value", flat=True)
@@ -115,6 +121,7 @@ def main() -> None:
         start = time.perf_counter()
         for chunk in validated:
             ingest(workspace=service_ws, events=chunk.events, now=now)
+        fold(service_ws.pk)
         service_seconds = time.perf_counter() - start
         assert Event.objects.count() == n
 
@@ -153,8 +160,9 @@ def main() -> None:
         f"ingest batch benchmark: {n} events, {BATCH}/request, {args.clients} clients, "
         f"gunicorn {args.workers}x{args.threads}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
-    print(f"  POST /v1/batch (dedupe, people, meters, outbox) {n / http_seconds:>10,.0f} events/s")
-    print(f"  ingest() service, no HTTP                      {n / service_seconds:>10,.0f} events/s")
+    print(f"  POST /v1/batch (dedupe, people, meters, outbox) {n / (http_seconds + fold_seconds):>10,.0f} events/s")
+    print(f"    of which: requests {http_seconds:.2f} s, meter fold {fold_seconds:.2f} s")
+    print(f"  ingest() service + fold, no HTTP               {n / service_seconds:>10,.0f} events/s")
     print(f"  raw COPY of the same rows                      {n / copy_seconds:>10,.0f} events/s")
     print(f"  naive: one ORM save per event ({naive_rows} rows)    {naive_rows / naive_seconds:>10,.0f} events/s")
     print(f"  checks: {stored} stored once, api-calls meters sum {sum(calls)}, {outbox} evaluations enqueued")

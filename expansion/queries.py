@@ -29,6 +29,7 @@ from expansion.selection import Selection
 from expansion.templatetags.money import cents
 from offers.experiments import HOLDOUT
 from offers.models import Assignment, Delivery, DeliveryEvent
+from triggers.meters import fold as fold_meters
 from triggers.models import Event, Meter, Opportunity, OpportunityStep
 
 CACHE_SECONDS = 24 * 3600
@@ -706,6 +707,7 @@ def customer_timeline(customer: Customer, limit: int = 200) -> Timeline:
         change = f"{cents(move.mrr_before_cents)} → {cents(move.mrr_after_cents)}"
         entries.append(TimelineEntry(move.occurred_at, "movement", kind, change))
     entries.sort(key=lambda e: e.at, reverse=True)
+    fold_meters(customer.workspace_id)  # pending deltas first, so the values shown are exact
     meters = list(Meter.objects.filter(customer=customer).order_by("key", "-period")[:limit])
     return Timeline(customer=customer, entries=entries[:limit], meters=meters)
 

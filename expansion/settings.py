@@ -132,6 +132,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-pending-deliveries": {"task": "offers.tasks.sweep_pending_deliveries", "schedule": timedelta(seconds=60)},
     "ensure-event-partitions": {"task": "triggers.tasks.ensure_event_partitions", "schedule": timedelta(hours=6)},
     "sweep-trigger-rules": {"task": "triggers.tasks.sweep_rules", "schedule": timedelta(minutes=15)},
+    "fold-meters": {"task": "triggers.tasks.fold_meters", "schedule": timedelta(seconds=60)},
 }
 CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {"task": "billing.tasks.reconcile_all", "schedule": timedelta(hours=1)}
 CELERY_BEAT_SCHEDULE["stripe-event-sweep"] = {

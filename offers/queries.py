@@ -15,6 +15,7 @@ from billing.queries import LIVE_STATUSES
 from offers import links, rendering
 from offers.catalog import VALUES
 from offers.models import Assignment, Delivery, DeliveryEvent, Offer
+from triggers.meters import fold as fold_meters
 from triggers.models import Meter, MeterDefinition, Opportunity
 
 # Social proof needs enough peers to be honest; below this the value is absent.
@@ -104,6 +105,7 @@ def message_values(
     usage = Decimal(0)
     if rule.meter_key:
         values["resource"] = definition.label if definition else rule.meter_key
+        fold_meters(customer.workspace_id)  # pending deltas first, so the usage quoted is exact
         meter = Meter.objects.filter(customer_id=customer.pk, key=rule.meter_key).order_by("-updated_at").first()
         usage = meter.value if meter else Decimal(0)
         values["usage"] = f"{int(usage):,}"

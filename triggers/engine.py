@@ -24,6 +24,7 @@ from django.db.models import Q
 from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
 from billing.models import Plan, Subscription
+from triggers import meters
 from triggers.caps import contact_cap_reason, customer_cap_reason
 from triggers.context import WorkspaceContext, workspace_context
 from triggers.evaluation import LimitSignal, Signal, Stage, period_for, reached_stage, rule_signal
@@ -398,6 +399,7 @@ def evaluate_batch(*, customer_ids: list[int], now: datetime, context: Workspace
     """Evaluate every active rule for these customers of the current workspace; returns the step ids now due."""
     if not customer_ids:
         return []
+    meters.fold(current_workspace_id())  # so the meters read below include every event acknowledged so far
     context = context or workspace_context(current_workspace_id())
     if not context.rules:
         return []

@@ -10,17 +10,16 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
-from triggers.models import EvaluationRequest, Event, EventReceipt, Meter, MeterDefinition
+from triggers import meters
+from triggers.models import EvaluationRequest, Event, EventReceipt, MeterDefinition
 from triggers.segment import ValidEvent
 
 
@@ -29,24 +28,6 @@ class IngestResult:
     stored: int
     duplicates: int
     evaluation_request_ids: list[int]
-
-
-def _period(definition: MeterDefinition, at: datetime) -> str:
-    return f"{at.year:04d}-{at.month:02d}" if definition.reset == MeterDefinition.Reset.MONTHLY else "all"
-
-
-# Meter.value is numeric(20, 4): a larger amount cannot be stored, so it is not counted.
-_MAX_METER_AMOUNT = Decimal(10) ** 16
-
-
-def _number(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() and abs(amount) < _MAX_METER_AMOUNT else None
 
 
 def _rows_source(
@@ -314,54 +295,6 @@ def _insert_events(workspace: Workspace, rows: list[tuple[ValidEvent, int | None
         )
 
 
-def _meter_deltas(
-    definitions: list[MeterDefinition], rows: list[tuple[ValidEvent, int | None, int | None]]
-) -> tuple[dict[tuple[int, str, str], Decimal], dict[tuple[int, str, str], Decimal]]:
-    """Per (customer, meter, period): the amount to add (count/sum) and the latest value to set (gauge)."""
-    by_event: dict[str, list[MeterDefinition]] = defaultdict(list)
-    for definition in definitions:
-        by_event[definition.event_name].append(definition)
-    increments: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
-    gauges: dict[tuple[int, str, str], tuple[datetime, Decimal]] = {}
-    for event, customer_id, _contact_id in rows:
-        if customer_id is None or event.type != "track":
-            continue
-        for definition in by_event.get(event.event, []):
-            slot = (customer_id, definition.key, _period(definition, event.timestamp))
-            if definition.aggregation == MeterDefinition.Aggregation.COUNT:
-                increments[slot] += 1
-                continue
-            amount = _number(event.properties.get(definition.property_name))
-            if amount is None:
-                continue
-            if definition.aggregation == MeterDefinition.Aggregation.SUM:
-                increments[slot] += amount
-            elif slot not in gauges or gauges[slot][0] <= event.timestamp:
-                gauges[slot] = (event.timestamp, amount)
-    return dict(increments), {slot: value for slot, (_at, value) in gauges.items()}
-
-
-def _apply_meters(
-    workspace: Workspace,
-    increments: dict[tuple[int, str, str], Decimal],
-    gauges: dict[tuple[int, str, str], Decimal],
-    now: datetime,
-) -> None:
-    table = Meter._meta.db_table
-    for slots, update in ((increments, f"value = {table}.value + excluded.value"), (gauges, "value = excluded.value")):
-        if not slots:
-            continue
-        rows = [(customer_id, key, period, value) for (customer_id, key, period), value in sorted(slots.items())]
-        source, params = _rows_source(("bigint", "varchar", "varchar", "numeric"), rows, (workspace.pk, now))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (customer_id, key, period, value, workspace_id, updated_at) "
-                f"{source} ON CONFLICT (workspace_id, customer_id, key, period) "
-                f"DO UPDATE SET {update}, updated_at = excluded.updated_at",
-                params,
-            )
-
-
 def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: datetime) -> list[int]:
     """Upsert one pending outbox row per customer; returns the ids of rows this call created, to publish.
 
@@ -412,9 +345,9 @@ def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> 
             customer_id = customers[event.group_id] if event.group_id else linked_customer_id
             rows.append((event, customer_id, contact_id))
         _insert_events(workspace, rows, now)
-        definitions = list(MeterDefinition.objects.all())
-        increments, gauges = _meter_deltas(definitions, rows)
-        _apply_meters(workspace, increments, gauges, now)
+        meters.record(
+            workspace_id=workspace.pk, changes=meters.changes_for(list(MeterDefinition.objects.all()), rows), now=now
+        )
         touched = {customer_id for _event, customer_id, _contact in rows if customer_id is not None}
         request_ids = request_evaluation(workspace=workspace, customer_ids=touched, now=now)
     return IngestResult(stored=len(new_ids), duplicates=len(events) - len(new_ids), evaluation_request_ids=request_ids)

@@ -10,6 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api import PAGE_PARAMETERS, KeysetListView, paginated
+from accounts.tenancy import current_workspace_id
+from triggers import meters
 from triggers.models import Event, Meter
 
 
@@ -65,6 +67,7 @@ class MeterListView(KeysetListView):
         return super().get(request)
 
     def get_queryset(self, request: Request) -> QuerySet:
+        meters.fold(current_workspace_id())  # pending deltas first, so every value listed is exact
         queryset = Meter.objects.select_related("customer")
         params = request.query_params
         if "customer" in params:

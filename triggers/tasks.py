@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.tenancy import tenant_task
-from triggers import partitions, services
+from triggers import meters, partitions, services
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ def sweep_evaluation_outbox() -> int:
     # Stamped after publishing: a crash in between only means the row is published again next sweep.
     services.mark_evaluations_published(request_ids=[request_id for _ws, request_id in due], now=now)
     return len(reopened) + len(due)
+
+
+@shared_task(name="triggers.tasks.fold_meters")
+def fold_meters() -> int:
+    """Fold meter deltas nobody has read yet (every reader folds first; this keeps the table short)."""
+    workspace_ids = meters.workspaces_with_pending_deltas()
+    for workspace_id in workspace_ids:
+        meters.fold(workspace_id)
+    return len(workspace_ids)
 
 
 @shared_task(name="triggers.tasks.ensure_event_partitions")

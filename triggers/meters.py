@@ -1,0 +1,200 @@
+"""Usage meters: ingest appends each request's changes as one delta row; folding applies them exactly once.
+
+Writers never update a meter row: ``record`` appends one ``MeterDelta`` per ingest request (in its
+transaction, so a replayed event, which stores nothing, records nothing). ``fold`` deletes a
+workspace's pending deltas and applies them to ``Meter`` in the same transaction, so each delta
+is counted exactly once, however many folds race. Readers call ``fold`` first: the trigger engine
+before it evaluates, the management API, the customer timeline and offer rendering. Under load a
+fold applies many requests at once, so a customer touched by 50 requests costs one meter update.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from django.db import connection, transaction
+
+from accounts.models import Customer
+from accounts.tenancy import tenant_scope
+from triggers.models import Meter, MeterDefinition, MeterDelta
+from triggers.segment import ValidEvent
+
+# Meter.value is numeric(20, 4): an amount this large cannot be stored, so it is not counted, and a
+# meter saturates just below it rather than making every later fold fail.
+MAX_METER_AMOUNT = Decimal(10) ** 16
+_SATURATED = MAX_METER_AMOUNT - 1
+
+Slot = tuple[int, str, str]  # (customer id, meter key, period)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one request does to meters: amounts to add (count, sum) and latest values to set (gauge)."""
+
+    increments: dict[Slot, Decimal | int]
+    gauges: dict[Slot, Decimal]
+
+    def __bool__(self) -> bool:
+        return bool(self.increments or self.gauges)
+
+
+def _number(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and abs(amount) < MAX_METER_AMOUNT else None
+
+
+def changes_for(definitions: list[MeterDefinition], rows: list[tuple[ValidEvent, int | None, int | None]]) -> Changes:
+    """Per (customer, meter, period) of these new events: the amount to add and the latest gauge value."""
+    by_event: dict[str, list[MeterDefinition]] = defaultdict(list)
+    for definition in definitions:
+        by_event[definition.event_name].append(definition)
+    # Counts stay ints (cheaper to add and to encode than Decimal); sums are Decimal for exactness.
+    increments: dict[Slot, Decimal | int] = {}
+    gauges: dict[Slot, tuple[datetime, Decimal]] = {}
+    for event, customer_id, _contact_id in rows:
+        if customer_id is None or event.type != "track" or event.event not in by_event:
+            continue
+        month = f"{event.timestamp.year:04d}-{event.timestamp.month:02d}"
+        for definition in by_event[event.event]:
+            slot = (customer_id, definition.key, month if definition.reset == MeterDefinition.Reset.MONTHLY else "all")
+            if definition.aggregation == MeterDefinition.Aggregation.COUNT:
+                increments[slot] = increments.get(slot, 0) + 1
+                continue
+            amount = _number(event.properties.get(definition.property_name))
+            if amount is None:
+                continue
+            if definition.aggregation == MeterDefinition.Aggregation.SUM:
+                increments[slot] = increments.get(slot, 0) + amount
+            elif slot not in gauges or gauges[slot][0] <= event.timestamp:
+                gauges[slot] = (event.timestamp, amount)
+    return Changes(increments, {slot: value for slot, (_at, value) in gauges.items()})
+
+
+def _json_amount(amount: Decimal | int) -> int | str:
+    # JSON has no decimal type: whole amounts (counts, most sums) as integers, others as exact strings.
+    if isinstance(amount, int):
+        return amount
+    return int(amount) if amount == amount.to_integral_value() else str(amount)
+
+
+def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
+    """Append one request's meter changes; call inside the ingest transaction."""
+    if not changes:
+        return
+    slots: list[list[Any]] = [[*slot, _json_amount(amount), False] for slot, amount in changes.increments.items()]
+    slots += [[*slot, _json_amount(amount), True] for slot, amount in changes.gauges.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)",
+            [workspace_id, now, orjson.dumps(slots).decode()],
+        )
+
+
+# One statement on PostgreSQL: claim this workspace's pending deltas in id order (FOR UPDATE, not
+# SKIP LOCKED: a concurrent fold's deltas are waited for, so when this returns every delta committed
+# before it started is in Meter), expand their slots, and upsert one row per (customer, key, period).
+# Per slot, in delta order: the last gauge value set (if any) plus the amounts added after it.
+# Folds queue on the delta rows in id order before touching any meter row, so they cannot deadlock.
+# One hash aggregation, no sort: a slot occurs once per delta, so (delta id, position) orders its
+# changes, and max() over [order, amount] arrays picks the last value set.
+_FOLD_SQL = """
+WITH claimed AS (
+    DELETE FROM {delta} WHERE id IN (
+        SELECT id FROM {delta} WHERE workspace_id = %(workspace)s ORDER BY id FOR UPDATE
+    ) RETURNING id, created_at, slots
+), expanded AS (
+    SELECT (e.v->>0)::bigint AS customer_id, e.v->>1 AS key, e.v->>2 AS period,
+           (e.v->>3)::numeric AS amount, (e.v->>4)::boolean AS is_set,
+           c.created_at, c.id * 10000000 + e.ord AS seq
+    FROM claimed AS c, jsonb_array_elements(c.slots) WITH ORDINALITY AS e(v, ord)
+), per_slot AS (
+    SELECT customer_id, key, period, max(created_at) AS updated_at,
+           max(ARRAY[seq, amount]) FILTER (WHERE is_set) AS last_set,
+           sum(amount) FILTER (WHERE NOT is_set) AS added,
+           bool_or(is_set) AND bool_or(NOT is_set) AS mixed
+    FROM expanded GROUP BY customer_id, key, period
+), folded AS (
+    SELECT p.customer_id, p.key, p.period, p.updated_at, p.last_set IS NOT NULL AS is_set,
+           CASE WHEN p.last_set IS NULL THEN p.added
+                -- Rare (a meter's aggregation changed while deltas were pending): only later adds count.
+                WHEN p.mixed THEN p.last_set[2] + coalesce((
+                    SELECT sum(x.amount) FROM expanded AS x
+                    WHERE (x.customer_id, x.key, x.period) = (p.customer_id, p.key, p.period)
+                      AND NOT x.is_set AND x.seq > p.last_set[1]), 0)
+                ELSE p.last_set[2] END AS amount
+    FROM per_slot AS p
+    -- A customer deleted since: its meters went with it (cascade), so its deltas are dropped.
+    WHERE EXISTS (SELECT FROM {customer} AS cu WHERE cu.id = p.customer_id)
+), gauges AS (
+    INSERT INTO {meter} (workspace_id, customer_id, key, period, value, updated_at)
+    SELECT %(workspace)s, customer_id, key, period, least(greatest(amount, -%(cap)s), %(cap)s), updated_at
+    FROM folded WHERE is_set ORDER BY customer_id, key, period
+    ON CONFLICT (workspace_id, customer_id, key, period)
+    DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+    RETURNING 1
+)
+INSERT INTO {meter} AS m (workspace_id, customer_id, key, period, value, updated_at)
+SELECT %(workspace)s, customer_id, key, period, least(greatest(coalesce(amount, 0), -%(cap)s), %(cap)s), updated_at
+FROM folded WHERE NOT is_set ORDER BY customer_id, key, period
+ON CONFLICT (workspace_id, customer_id, key, period)
+DO UPDATE SET value = least(greatest(m.value + excluded.value, -%(cap)s), %(cap)s), updated_at = excluded.updated_at
+"""
+
+
+def fold(workspace_id: int) -> None:
+    """Apply every pending meter delta of the workspace to its meters, exactly once."""
+    with tenant_scope(workspace_id), transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                tables = {
+                    "delta": MeterDelta._meta.db_table,
+                    "meter": Meter._meta.db_table,
+                    "customer": Customer._meta.db_table,
+                }
+                cursor.execute(_FOLD_SQL.format(**tables), {"workspace": workspace_id, "cap": _SATURATED})
+            return
+        _fold_portably(workspace_id)
+
+
+def workspaces_with_pending_deltas() -> list[int]:
+    return sorted(set(MeterDelta.all_workspaces.values_list("workspace_id", flat=True).distinct()))
+
+
+def _fold_portably(workspace_id: int) -> None:
+    """The same fold row by row, for SQLite (the embedded demo: one writer at a time)."""
+    deltas = list(MeterDelta.objects.filter(workspace_id=workspace_id).order_by("id"))
+    if not deltas:
+        return
+    folded: dict[Slot, tuple[bool, Decimal, datetime]] = {}
+    for delta in deltas:
+        for customer_id, key, period, amount, is_set in delta.slots:
+            slot = (customer_id, key, period)
+            value = Decimal(str(amount))
+            was_set, so_far, _at = folded.get(slot, (False, Decimal(0), delta.created_at))
+            folded[slot] = (True, value, delta.created_at) if is_set else (was_set, so_far + value, delta.created_at)
+    existing = set(Customer.objects.filter(pk__in={slot[0] for slot in folded}).values_list("pk", flat=True))
+    for (customer_id, key, period), (is_set, amount, at) in sorted(folded.items()):
+        if customer_id not in existing:
+            continue  # deleted since: its meters went with it
+        meter, _created = Meter.objects.get_or_create(
+            workspace_id=workspace_id,
+            customer_id=customer_id,
+            key=key,
+            period=period,
+            defaults={"value": Decimal(0), "updated_at": at},
+        )
+        value = amount if is_set else meter.value + amount
+        meter.value = max(-_SATURATED, min(value, _SATURATED))
+        meter.updated_at = at
+        meter.save(update_fields=["value", "updated_at"])
+    MeterDelta.objects.filter(pk__in=[delta.pk for delta in deltas]).delete()
