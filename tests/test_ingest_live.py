@@ -18,8 +18,8 @@ from accounts.models import Contact, Customer
 from accounts.tenancy import tenant_scope
 from tests.conftest import Tenant, make_tenant
 from tests.ingest_fixtures import LiveServer, live_ingest  # noqa: F401 -- the fixture
-from triggers.models import EvaluationRequest, Event, EventReceipt, Meter, MeterDefinition
 from triggers.meters import fold
+from triggers.models import EvaluationRequest, Event, EventReceipt, Meter, MeterDefinition
 from triggers.services import create_meter_definition
 
 pytestmark = pytest.mark.django_db(transaction=True)
