@@ -89,6 +89,66 @@ def _find(
         return cursor.fetchall()
 
 
+# Trait merges on PostgreSQL: the rows are locked in key order (so two requests merging the same
+# rows cannot deadlock) and updated from typed arrays, in one round trip. ``||`` on jsonb objects is
+# the same shallow merge as ``{**stored, **sent}``. (Django's bulk_update builds a CASE per row and
+# column: it cost more than the rest of a single-event request.)
+_LOCK_IN_ORDER = (
+    "SELECT id FROM {table} WHERE workspace_id = %s AND external_id = ANY(%s) ORDER BY external_id FOR UPDATE; "
+)
+
+
+def _merge_customer_traits(workspace: Workspace, changes: list[tuple[str, dict[str, Any]]]) -> None:
+    table = Customer._meta.db_table
+    keys = [key for key, _traits in changes]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCK_IN_ORDER.format(table=table) + f"UPDATE {table} AS c SET traits = c.traits || u.traits, "
+            "name = CASE WHEN u.name <> '' THEN u.name ELSE c.name END "
+            "FROM unnest(%s::varchar[], %s::jsonb[], %s::varchar[]) AS u(external_id, traits, name) "
+            "WHERE c.workspace_id = %s AND c.external_id = u.external_id",
+            [
+                workspace.pk,
+                keys,
+                keys,
+                [_json_text(traits) for _key, traits in changes],
+                [str(traits.get("name") or "") for _key, traits in changes],
+                workspace.pk,
+            ],
+        )
+
+
+def _merge_contacts(
+    workspace: Workspace, changes: list[tuple[str, dict[str, Any]]]
+) -> dict[str, tuple[int, int | None]]:
+    """Apply identify traits and customer links; returns each contact's id and (new) customer id."""
+    table = Contact._meta.db_table
+    keys = [key for key, _change in changes]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCK_IN_ORDER.format(table=table) + f"UPDATE {table} AS c SET traits = c.traits || u.traits, "
+            "email = CASE WHEN u.email <> '' THEN u.email ELSE c.email END, "
+            "name = CASE WHEN u.name <> '' THEN u.name ELSE c.name END, "
+            "customer_id = CASE WHEN u.relink THEN u.customer_id ELSE c.customer_id END "
+            "FROM unnest(%s::varchar[], %s::jsonb[], %s::varchar[], %s::varchar[], %s::bigint[], %s::boolean[]) "
+            "AS u(external_id, traits, email, name, customer_id, relink) "
+            "WHERE c.workspace_id = %s AND c.external_id = u.external_id "
+            "RETURNING c.external_id, c.id, c.customer_id",
+            [
+                workspace.pk,
+                keys,
+                keys,
+                [_json_text(change.get("traits", {})) for _key, change in changes],
+                [change.get("email") or "" for _key, change in changes],
+                [change.get("name") or "" for _key, change in changes],
+                [change.get("customer_id") for _key, change in changes],
+                ["customer_id" in change for _key, change in changes],
+                workspace.pk,
+            ],
+        )
+        return {external_id: (pk, customer_id) for external_id, pk, customer_id in cursor.fetchall()}
+
+
 def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, int]:
     """Find or create every customer (groupId) the events name; group calls merge their traits."""
     wanted: dict[str, dict[str, Any]] = {}
@@ -116,7 +176,9 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, i
         )
     # Also for customers just created: a concurrent request may have created one first, without these traits.
     with_traits = sorted(key for key, traits in wanted.items() if traits)
-    if with_traits:
+    if with_traits and connection.vendor == "postgresql":
+        _merge_customer_traits(workspace, [(key, wanted[key]) for key in with_traits])
+    elif with_traits:
         # Locked in a fixed order so two requests merging traits of the same customers cannot deadlock.
         customers = list(
             Customer.objects.filter(external_id__in=with_traits).order_by("external_id").select_for_update()
@@ -183,6 +245,9 @@ def _contacts(
         )
 
     to_update = sorted(key for key in wanted if needs_update(key))
+    if to_update and connection.vendor == "postgresql":
+        found.update(_merge_contacts(workspace, [(key, wanted[key]) for key in to_update]))
+        return found
     if to_update:
         contacts = list(Contact.objects.filter(external_id__in=to_update).order_by("external_id").select_for_update())
         for contact in contacts:
