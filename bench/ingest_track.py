@@ -49,7 +49,7 @@ def main() -> None:
             body = json.dumps(
                 {
                     "messageId": f"{'run' if record else 'warm'}-{index}-{n}",
-                    "userId": f"user-{n % 100}",
+                    "userId": f"user-{index}-{n % 100}",  # a user belongs to one company
                     "event": "API Call",
                     "properties": {"rows": 1, "seats": 3},
                     "context": {"groupId": f"company-{index}"},
