@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from accounts import keys
 from accounts.models import ApiKey, AuditEntry, Contact, Customer, Membership, User, Workspace
@@ -98,12 +99,45 @@ def audit(
     )
 
 
+@functools.cache
+def _key_lookup_sql() -> tuple[str, list[str], list[str]]:
+    key_columns = [f.column for f in ApiKey._meta.concrete_fields]
+    workspace_columns = [f.column for f in Workspace._meta.concrete_fields]
+    sql = (
+        f"SELECT {', '.join(f'k.{c}' for c in key_columns)}, {', '.join(f'w.{c}' for c in workspace_columns)} "
+        f"FROM {ApiKey._meta.db_table} AS k JOIN {Workspace._meta.db_table} AS w ON w.id = k.workspace_id "
+        "WHERE k.key_id = %s"
+    )
+    return sql, [f.attname for f in ApiKey._meta.concrete_fields], [f.attname for f in Workspace._meta.concrete_fields]
+
+
+def _key_with_workspace(key_id: str) -> ApiKey | None:
+    """The key with this id and its workspace, in one query.
+
+    Every API request runs this: on PostgreSQL it is hand-written SQL, because building the same
+    query through the ORM cost ~1 ms per request, 20 times the round trip (PostgreSQL returns every
+    column these models have — text and aware datetimes — as Python needs them, with no converters).
+    """
+    if connection.vendor != "postgresql":
+        return ApiKey.all_workspaces.select_related("workspace").filter(key_id=key_id).first()
+    sql, key_fields, workspace_fields = _key_lookup_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    api_key = ApiKey.from_db(connection.alias, key_fields, row[: len(key_fields)])
+    workspace = Workspace.from_db(connection.alias, workspace_fields, row[len(key_fields) :])
+    ApiKey._meta.get_field("workspace").set_cached_value(api_key, workspace)  # type: ignore[union-attr]
+    return api_key
+
+
 def authenticate_key(*, raw: str, kind: str) -> ApiKey | None:
     """The live key matching `raw` of the given kind, or None. Runs before any tenant is known."""
     parsed = keys.parse(raw)
     if parsed is None or parsed.kind != kind:
         return None
-    api_key = ApiKey.all_workspaces.select_related("workspace").filter(key_id=parsed.key_id).first()
+    api_key = _key_with_workspace(parsed.key_id)
     if api_key is None:
         # Spend the same hashing work as a hit so timing does not reveal which key ids exist.
         keys.secret_matches(parsed.secret, "0" * 64)

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
 from triggers import meters
-from triggers.models import EvaluationRequest, Event, EventReceipt, MeterDefinition
+from triggers.models import EvaluationRequest, Event, EventReceipt
 from triggers.segment import ValidEvent
 
 
@@ -410,9 +410,7 @@ def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> 
             customer_id = customers[event.group_id] if event.group_id else linked_customer_id
             rows.append((event, customer_id, contact_id))
         _insert_events(workspace, rows, now)
-        meters.record(
-            workspace_id=workspace.pk, changes=meters.changes_for(list(MeterDefinition.objects.all()), rows), now=now
-        )
+        meters.record(workspace_id=workspace.pk, changes=meters.changes_for(meters.specs(workspace.pk), rows), now=now)
         touched = {customer_id for _event, customer_id, _contact in rows if customer_id is not None}
         request_ids = request_evaluation(workspace=workspace, customer_ids=touched, now=now)
     return IngestResult(stored=len(new_ids), duplicates=len(events) - len(new_ids), evaluation_request_ids=request_ids)

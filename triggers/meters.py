@@ -53,9 +53,32 @@ def _number(value: object) -> Decimal | None:
     return amount if amount.is_finite() and abs(amount) < MAX_METER_AMOUNT else None
 
 
-def changes_for(definitions: list[MeterDefinition], rows: list[tuple[ValidEvent, int | None, int | None]]) -> Changes:
+@dataclass(frozen=True)
+class MeterSpec:
+    """What ingest needs of a meter definition."""
+
+    key: str
+    event_name: str
+    aggregation: str
+    property_name: str
+    reset: str
+
+
+def specs(workspace_id: int) -> list[MeterSpec]:
+    """The workspace's meter definitions; plain SQL, as it runs on every ingest request (the ORM's query
+    building cost ten times the round trip)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT key, event_name, aggregation, property_name, reset FROM {MeterDefinition._meta.db_table} "
+            "WHERE workspace_id = %s",
+            [workspace_id],
+        )
+        return [MeterSpec(*row) for row in cursor.fetchall()]
+
+
+def changes_for(definitions: list[MeterSpec], rows: list[tuple[ValidEvent, int | None, int | None]]) -> Changes:
     """Per (customer, meter, period) of these new events: the amount to add and the latest gauge value."""
-    by_event: dict[str, list[MeterDefinition]] = defaultdict(list)
+    by_event: dict[str, list[MeterSpec]] = defaultdict(list)
     for definition in definitions:
         by_event[definition.event_name].append(definition)
     # Counts stay ints (cheaper to add and to encode than Decimal); sums are Decimal for exactness.
