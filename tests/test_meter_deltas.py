@@ -166,3 +166,16 @@ def test_concurrent_folds_racing_concurrent_writers_count_every_delta_exactly_on
     assert not errors, errors
     assert sum(_values(tenant).values()) == writers * per_writer * 3
     assert _pending(tenant) == 0
+
+
+@pytest.mark.django_db
+def test_the_periodic_fold_applies_every_workspaces_unread_deltas(tenant_a, tenant_b):
+    from triggers.tasks import fold_meters
+
+    (a,) = _customers(tenant_a, 1)
+    (b,) = _customers(tenant_b, 1)
+    _record(tenant_a, {(a, "calls", "all"): 2})
+    _record(tenant_b, {(b, "calls", "all"): 3})
+    assert fold_meters() == 2
+    assert _values(tenant_a) == {(a, "calls", "all"): 2} and _values(tenant_b) == {(b, "calls", "all"): 3}
+    assert fold_meters() == 0
