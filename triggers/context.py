@@ -1,11 +1,15 @@
-"""What every evaluation in a workspace shares: rules, timing policy, meters, plans. Read once per batch."""
+"""What every evaluation in a workspace shares: rules, timing policy, meters, plans. Read once per batch.
+
+Everything that depends on a rule (or a rule and a plan) but not on a customer is derived here once,
+so the per-customer work in triggers.engine is only what the customer's own facts decide.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from billing.models import Plan
-from triggers.evaluation import EVENT_KINDS, Stage, ladder
+from triggers.evaluation import EVENT_KINDS, LIMIT_KINDS, Stage, ladder
 from triggers.models import EngineSettings, MeterDefinition, Rule
 from triggers.suppression import Policy
 
@@ -29,6 +33,42 @@ def policy_for(workspace_id: int) -> Policy:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A rule with its ladder and the constants its evaluation needs, derived once per context."""
+
+    rule: Rule
+    rungs: list[Stage]
+    # Each rung's threshold, lowest first (the ladder is sorted): the reached stage is a bisection.
+    ats: list[int]
+    # Stage key -> index of its first rung (engine.stage_rank without the scan).
+    ranks: dict[str, int]
+
+
+def _spec(rule: Rule) -> RuleSpec:
+    rungs = ladder(stages=rule.stages, threshold_percent=rule.threshold_percent, channels=rule.channels, kind=rule.kind)
+    ranks: dict[str, int] = {}
+    for index, rung in enumerate(rungs):
+        ranks.setdefault(rung.key, index)
+    return RuleSpec(rule, rungs, [rung.at for rung in rungs], ranks)
+
+
+def _fires_without_facts(spec: RuleSpec) -> bool:
+    """Whether the rule can fire for a customer with no meter value and no count (evaluation.rule_signal).
+
+    Such rules are evaluated for every customer; any other rule only for customers whose facts
+    name it (a value of its meter, a non-zero count in its window), which is what makes a customer
+    cheaper than "every rule, every customer" without changing a decision.
+    """
+    rule = spec.rule
+    if rule.kind in LIMIT_KINDS:  # a missing meter reads as 0: 0% of the limit
+        return min(rule.threshold_percent, spec.rungs[0].at) <= 0
+    if rule.kind == Rule.Kind.HIGH_USAGE:
+        return rule.threshold_count <= 0
+    # A renewal depends on the subscription only; every other kind needs a count of at least 1.
+    return rule.kind == Rule.Kind.RENEWAL
+
+
 @dataclass(frozen=True)
 class WorkspaceContext:
     """What every evaluation in a workspace shares; read once per task (batch), not once per customer."""
@@ -37,9 +77,41 @@ class WorkspaceContext:
     policy: Policy
     definitions: dict[str, MeterDefinition]
     plans: list[Plan]
-    # Derived once: each rule's escalation ladder, and what the fact queries must read.
-    ladders: dict[int, list[Stage]] = field(default_factory=dict)
-    meter_keys: frozenset[str] = frozenset()
+    # Derived from the rules (__post_init__): each rule's spec and ladder, and what the fact queries must read.
+    specs: dict[int, RuleSpec] = field(init=False)
+    ladders: dict[int, list[Stage]] = field(init=False)
+    meter_keys: frozenset[str] = field(init=False)
+    # Which rules a customer's facts can fire: every customer's, per meter present, per counted rule.
+    always: list[RuleSpec] = field(init=False)
+    by_meter: dict[str, list[RuleSpec]] = field(init=False)
+    counted: dict[int, RuleSpec] = field(init=False)
+    # (rule id, current plan id) -> the plan offered (engine.offer_target), filled as customers need it.
+    targets: dict[tuple[int, int], Plan | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        specs = {rule.pk: _spec(rule) for rule in self.rules}
+        always: list[RuleSpec] = []
+        by_meter: dict[str, list[RuleSpec]] = {}
+        counted: dict[int, RuleSpec] = {}
+        for spec in specs.values():
+            kind = spec.rule.kind
+            if _fires_without_facts(spec):
+                always.append(spec)
+            elif kind in LIMIT_KINDS or kind == Rule.Kind.HIGH_USAGE:
+                by_meter.setdefault(spec.rule.meter_key, []).append(spec)
+            else:
+                counted[spec.rule.pk] = spec
+        derived = {
+            "specs": specs,
+            "ladders": {pk: spec.rungs for pk, spec in specs.items()},
+            "meter_keys": frozenset(r.meter_key for r in self.rules if r.meter_key),
+            "always": always,
+            "by_meter": by_meter,
+            "counted": counted,
+            "targets": {},
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     @property
     def counts_events(self) -> bool:
@@ -57,15 +129,10 @@ class WorkspaceContext:
 def workspace_context(workspace_id: int) -> WorkspaceContext:
     """Active rules, timing policy, meter definitions and the plan catalog of the current workspace."""
     rules = list(Rule.objects.filter(is_active=True).select_related("target_plan").order_by("pk"))
-    meter_keys = frozenset(r.meter_key for r in rules if r.meter_key)
+    meter_keys = {r.meter_key for r in rules if r.meter_key}
     return WorkspaceContext(
         rules=rules,
         policy=policy_for(workspace_id),
         definitions={d.key: d for d in MeterDefinition.objects.filter(key__in=meter_keys)},
         plans=list(Plan.objects.order_by("tier", "amount_cents", "pk")),
-        ladders={
-            r.pk: ladder(stages=r.stages, threshold_percent=r.threshold_percent, channels=r.channels, kind=r.kind)
-            for r in rules
-        },
-        meter_keys=meter_keys,
     )

@@ -14,21 +14,23 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Q
 
 from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
-from billing.models import Plan, Subscription
+from billing.models import Plan
 from triggers import meters
 from triggers.caps import contact_cap_reason, customer_cap_reason
-from triggers.context import WorkspaceContext, workspace_context
-from triggers.evaluation import LimitSignal, Signal, Stage, period_for, reached_stage, rule_signal
-from triggers.facts import CustomerState, load_states
+from triggers.context import RuleSpec, WorkspaceContext, workspace_context
+from triggers.evaluation import LimitSignal, Signal, Stage, period_for, rule_signal
+from triggers.facts import CustomerState, LiveSubscription, load_states
 from triggers.models import Opportunity, OpportunityStep, Rule
 from triggers.suppression import bad_timing_reason, cooldown_reason, quiet_hours_reason
 
@@ -39,31 +41,28 @@ _LIVE = (Opportunity.Status.OPEN, Opportunity.Status.SUPPRESSED, Opportunity.Sta
 _LOCK_SPACE = 0x7472_6967 << 32  # "trig"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A rule that fires for a customer now, with the stage it reached and what it would offer."""
 
-    rule: Rule
+    spec: RuleSpec
     signal: LimitSignal | Signal
     stage: Stage
     rank: int
     target: Plan
     uplift: int
+    period: str
+
+    @property
+    def rule(self) -> Rule:
+        return self.spec.rule
 
 
-def stage_rank(rungs: list[Stage], key: str) -> int:
-    for index, rung in enumerate(rungs):
-        if rung.key == key:
-            return index
-    return -1
-
-
-def offer_target(rule: Rule, subscription: Subscription, plans: list[Plan]) -> Plan | None:
-    """The plan the opportunity offers: explicit, the next tier, or the annual price of the same tier.
+def offer_target(rule: Rule, plan: Plan, plans: list[Plan]) -> Plan | None:
+    """The plan the opportunity offers to a customer on `plan`: explicit, the next tier, or the annual price of the same tier.
 
     `plans` is the catalog ordered by tier and price (billing.queries.next_tier_plan's order).
     """
-    plan = subscription.plan
     if rule.target_plan is not None:
         return rule.target_plan
     same_product = [p for p in plans if p.product == plan.product]
@@ -76,19 +75,44 @@ def offer_target(rule: Rule, subscription: Subscription, plans: list[Plan]) -> P
     return next((p for p in same_product if p.tier > plan.tier and p.interval == plan.interval), None)
 
 
-def uplift_cents(rule: Rule, subscription: Subscription, target: Plan) -> int:
+def uplift_cents(rule: Rule, subscription: LiveSubscription, target: Plan) -> int:
     """Estimated MRR uplift: a cross-sell adds the target's price, an upsell the price difference."""
     if rule.offer_type == Rule.OfferType.CROSS_SELL:
         return target.monthly_amount_cents
     return max((target.monthly_amount_cents - subscription.plan.monthly_amount_cents) * subscription.quantity, 0)
 
 
+def _target(context: WorkspaceContext, rule: Rule, plan: Plan) -> Plan | None:
+    """offer_target, once per (rule, plan) per context: it depends on no customer."""
+    key = (rule.pk, plan.pk)
+    if key not in context.targets:
+        context.targets[key] = offer_target(rule, plan, context.plans)
+    return context.targets[key]
+
+
+def _specs_for(state: CustomerState, context: WorkspaceContext) -> list[RuleSpec]:
+    """The rules this customer's facts can fire (context.always plus those its meters and counts name).
+
+    Any other rule reads a missing meter as 0 and a missing count as 0, and does not fire at 0
+    (context._fires_without_facts), so leaving it out changes no decision.
+    """
+    facts = state.facts
+    specs = list(context.always)
+    for key in facts.meter_values:
+        specs += context.by_meter.get(key, ())
+    for rule_id in facts.window_counts:
+        if (spec := context.counted.get(rule_id)) is not None:
+            specs.append(spec)
+    return specs
+
+
 def candidates_for(state: CustomerState, context: WorkspaceContext, now: datetime) -> list[Candidate]:
     """The rules that fire for this customer, most valuable first (caps let the first through)."""
     found: list[Candidate] = []
     subscription = state.subscription
-    for rule in context.rules:
-        rungs = context.ladders[rule.pk]
+    facts = state.facts
+    for spec in _specs_for(state, context):
+        rule, rungs = spec.rule, spec.rungs
         signal = rule_signal(
             kind=rule.kind,
             rule_id=rule.pk,
@@ -97,21 +121,24 @@ def candidates_for(state: CustomerState, context: WorkspaceContext, now: datetim
             threshold_percent=rule.threshold_percent,
             threshold_count=rule.threshold_count,
             window_days=rule.window_days,
-            facts=state.facts,
+            facts=facts,
             now=now,
             first_stage_at=rungs[0].at,
         )
         if signal is None:
             continue
-        stage = reached_stage(rungs, signal.level)
-        target = offer_target(rule, subscription, context.plans)
+        # evaluation.reached_stage on the sorted ladder: the highest rung at or below the level.
+        reached = bisect_right(spec.ats, signal.level) - 1
+        stage = rungs[reached] if reached >= 0 else None
+        target = _target(context, rule, subscription.plan)
         if stage is None or target is None:
             continue  # nothing to offer (already on the top tier)
         if rule.offer_type == Rule.OfferType.CROSS_SELL and target.product in state.owned_products:
             continue  # already owns the cross-sold product
+        period = period_for(kind=rule.kind, now=now, renewal_at=facts.renewal_at)
         found.append(
             Candidate(
-                rule, signal, stage, stage_rank(rungs, stage.key), target, uplift_cents(rule, subscription, target)
+                spec, signal, stage, spec.ranks[stage.key], target, uplift_cents(rule, subscription, target), period
             )
         )
     found.sort(key=lambda c: (-c.uplift, c.rule.pk))
@@ -135,7 +162,7 @@ def lock_customers(customer_ids: list[int]) -> None:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Offer:
     """An offer that reached a contact recently: which opportunity (id, or a new one's key) and when."""
 
@@ -143,22 +170,76 @@ class _Offer:
     at: datetime
 
 
+@dataclass(slots=True)
+class _Opportunity:
+    """An opportunity as the decision needs it: a row read under the lock, or one this batch opens.
+
+    Model instances are built only for what is written (triggers.engine._write): in a steady sweep
+    nearly every opportunity is read and left as it is.
+    """
+
+    pk: int | None
+    customer_id: int
+    rule_id: int
+    period: str
+    status: str
+    stage: str
+    signal: str
+    suppressed_reason: str
+    # Only for a new opportunity (every change is stamped with the evaluation's `now` when written):
+    current_plan_id: int | None = None
+    target_plan_id: int | None = None
+    estimated_uplift_cents: int = 0
+
+
+@dataclass(slots=True)
+class _Step:
+    """A message step: a row read under the lock (stage, status, reason), or one this batch creates."""
+
+    stage: str
+    status: str
+    suppressed_reason: str
+    # Only for a new step:
+    opportunity: _Opportunity | None = None
+    contact_id: int | None = None
+    channel: str = ""
+    pk: int | None = None
+
+    def row(self, *, workspace_id: int, now: datetime) -> OpportunityStep:
+        """The new step as a model instance, once its opportunity has an id."""
+        assert self.opportunity is not None and self.opportunity.pk is not None
+        due = self.status == OpportunityStep.Status.DUE
+        return OpportunityStep(
+            workspace_id=workspace_id, opportunity_id=self.opportunity.pk, contact_id=self.contact_id,
+            stage=self.stage, channel=self.channel, status=self.status, suppressed_reason=self.suppressed_reason,
+            due_at=now, created_at=now,
+            # A due step is published (offers.deliver_step) by the evaluating task right after the commit.
+            last_published_at=now if due else None, publishes=1 if due else 0,
+        )  # fmt: skip
+
+
+class _Recipient(NamedTuple):
+    pk: int
+    time_zone: str
+    unsubscribed_at: datetime | None
+
+
 @dataclass
 class _DecisionState:
     """Under the lock: what each customer already has, read once for the batch and kept current in memory."""
 
-    opportunities: dict[tuple[int, int, str], Opportunity]
-    steps: dict[object, list[OpportunityStep]]
-    recipients: dict[int, Contact]
+    opportunities: dict[tuple[int, int, str], _Opportunity]
+    steps: dict[object, list[_Step]]
+    recipients: dict[int, _Recipient]
     last_rejection: dict[int, datetime]
     contact_offers: dict[int, list[_Offer]]
     customer_offers: dict[int, list[_Offer]]
-    new_opportunities: list[Opportunity] = field(default_factory=list)
-    changed: dict[int, Opportunity] = field(default_factory=dict)
-    new_steps: list[OpportunityStep] = field(default_factory=list)
+    new_opportunities: list[_Opportunity] = field(default_factory=list)
+    changed: dict[int, _Opportunity] = field(default_factory=dict)
+    new_steps: list[_Step] = field(default_factory=list)
 
 
-def _token(opportunity: Opportunity) -> object:
+def _token(opportunity: _Opportunity) -> object:
     """An opportunity's identity before and after it is written."""
     if opportunity.pk is not None:
         return opportunity.pk
@@ -171,16 +252,17 @@ def _load_decision_state(
     customer_ids = sorted(wanted)
     rule_ids = {rule_id for pairs in wanted.values() for rule_id, _period in pairs}
     periods = {period for pairs in wanted.values() for _rule_id, period in pairs}
-    opportunities = {
-        (o.customer_id, o.rule_id, o.period): o
-        for o in Opportunity.objects.filter(customer_id__in=customer_ids, rule_id__in=rule_ids, period__in=periods)
-        if (o.rule_id, o.period) in wanted[o.customer_id]
-    }
-    steps: dict[object, list[OpportunityStep]] = defaultdict(list)
-    for step in OpportunityStep.objects.filter(opportunity_id__in=[o.pk for o in opportunities.values()]).only(
-        "opportunity", "stage", "status", "suppressed_reason"
-    ):
-        steps[step.opportunity_id].append(step)
+    opportunities: dict[tuple[int, int, str], _Opportunity] = {}
+    for row in Opportunity.objects.filter(
+        customer_id__any=customer_ids, rule_id__any=list(rule_ids), period__in=periods
+    ).values_list("pk", "customer_id", "rule_id", "period", "status", "stage", "signal", "suppressed_reason"):
+        if (row[2], row[3]) in wanted[row[1]]:
+            opportunities[(row[1], row[2], row[3])] = _Opportunity(*row)
+    steps: dict[object, list[_Step]] = defaultdict(list)
+    for opportunity_id, stage, status, reason in OpportunityStep.objects.filter(
+        opportunity_id__any=[o.pk for o in opportunities.values()]
+    ).values_list("opportunity_id", "stage", "status", "suppressed_reason"):
+        steps[opportunity_id].append(_Step(stage, status, reason))
     recipients = _recipients(customer_ids)
     # Offers for the caps: to the recipients within the contact window, to the customers within 7 days.
     contact_since = now - timedelta(hours=max(context.policy.contact_gap_hours, 48))
@@ -189,7 +271,7 @@ def _load_decision_state(
     contact_offers: dict[int, list[_Offer]] = defaultdict(list)
     customer_offers: dict[int, list[_Offer]] = defaultdict(list)
     for contact_id, opportunity_id, created_at in OpportunityStep.objects.filter(
-        contact_id__in=contact_ids, created_at__gte=contact_since, status__in=MESSAGED
+        contact_id__any=contact_ids, created_at__gte=contact_since, status__in=MESSAGED
     ).values_list("contact_id", "opportunity_id", "created_at"):
         contact_offers[contact_id].append(_Offer(opportunity_id, created_at))
     # The customers' recent steps: offers of the last 7 days (customer cap) and rejections (cooldown).
@@ -199,7 +281,7 @@ def _load_decision_state(
         recent |= Q(outcome__in=REJECTIONS, outcome_at__gte=now - timedelta(days=cooldown))
     last_rejection: dict[int, datetime] = {}
     for customer_id, opportunity_id, status, outcome, outcome_at, created_at in OpportunityStep.objects.filter(
-        recent, opportunity__customer_id__in=customer_ids
+        recent, opportunity__customer_id__any=customer_ids
     ).values_list("opportunity__customer_id", "opportunity_id", "status", "outcome", "outcome_at", "created_at"):
         if status in MESSAGED and created_at >= week_ago:
             customer_offers[customer_id].append(_Offer(opportunity_id, created_at))
@@ -208,27 +290,25 @@ def _load_decision_state(
     return _DecisionState(opportunities, steps, recipients, last_rejection, contact_offers, customer_offers)
 
 
-def _recipients(customer_ids: list[int]) -> dict[int, Contact]:
+def _recipients(customer_ids: list[int]) -> dict[int, _Recipient]:
     """Who hears about each customer's opportunity: their earliest contact with an email address."""
-    contacts = (
-        Contact.objects.filter(customer_id__in=customer_ids)
-        .exclude(email="")
-        .only("workspace_id", "customer_id", "email", "time_zone", "unsubscribed_at", "created_at")
-    )
+    contacts = Contact.objects.filter(customer_id__any=customer_ids).exclude(email="")
     if connection.vendor == "postgresql":
         # One row per customer (DISTINCT ON keeps the first of each customer in this order).
         contacts = contacts.order_by("customer_id", "created_at", "pk").distinct("customer_id")
     else:
         contacts = contacts.order_by("customer_id", "created_at", "pk")
-    recipients: dict[int, Contact] = {}
-    for contact in contacts:
-        if contact.customer_id is not None:
-            recipients.setdefault(contact.customer_id, contact)
+    recipients: dict[int, _Recipient] = {}
+    for pk, customer_id, time_zone, unsubscribed_at in contacts.values_list(
+        "pk", "customer_id", "time_zone", "unsubscribed_at"
+    ):
+        if customer_id is not None and customer_id not in recipients:
+            recipients[customer_id] = _Recipient(pk, time_zone, unsubscribed_at)
     return recipients
 
 
 def _customer_reason(
-    *, state: CustomerState, customer_id: int, contact: Contact | None, decisions: _DecisionState,
+    *, state: CustomerState, customer_id: int, contact: _Recipient | None, decisions: _DecisionState,
     context: WorkspaceContext, now: datetime,
 ) -> str:  # fmt: skip
     """Bad timing, a cooldown after a rejection, or quiet hours: holds every offer to this customer now."""
@@ -244,7 +324,7 @@ def _customer_reason(
 
 
 def _cap_reason(
-    *, customer_id: int, contact: Contact | None, token: object, decisions: _DecisionState,
+    *, customer_id: int, contact: _Recipient | None, token: object, decisions: _DecisionState,
     context: WorkspaceContext, now: datetime,
 ) -> str:  # fmt: skip
     """Frequency caps across this customer's other opportunities (the stages of one offer are exempt)."""
@@ -259,7 +339,7 @@ def _cap_reason(
     return customer_cap_reason(offers_this_week=len(week), policy=policy)
 
 
-def _hold(opportunity: Opportunity, *, reason: str, stage: Stage, now: datetime, messaged: bool) -> bool:
+def _hold(opportunity: _Opportunity, *, reason: str, stage: Stage, now: datetime, messaged: bool) -> bool:
     """Record why the opportunity stays quiet now; False when nothing changed (no write needed).
 
     An opportunity whose earlier stage already went out keeps its status (open/offered): only
@@ -268,55 +348,39 @@ def _hold(opportunity: Opportunity, *, reason: str, stage: Stage, now: datetime,
     status_change = opportunity.status == Opportunity.Status.OPEN and not messaged
     if opportunity.suppressed_reason == reason[:255] and opportunity.stage == stage.key and not status_change:
         return False  # held for the same reason as at the last evaluation: nothing to write
-    opportunity.suppressed_reason, opportunity.stage, opportunity.updated_at = reason[:255], stage.key, now
+    opportunity.suppressed_reason, opportunity.stage = reason[:255], stage.key
     if status_change:
         opportunity.status = Opportunity.Status.SUPPRESSED
     return True
 
 
-def _new_step(
-    *, opportunity: Opportunity, stage: str, channel: str, contact: Contact | None, now: datetime
-) -> OpportunityStep:
+def _new_step(*, opportunity: _Opportunity, stage: str, channel: str, contact: _Recipient | None) -> _Step:
     status, reason = OpportunityStep.Status.DUE, ""
     # Opt-outs always win: a step that cannot reach anyone is recorded as suppressed, with why.
     if contact is None:
         status, reason = OpportunityStep.Status.SUPPRESSED, "no contact with an email address"
     elif channel == OpportunityStep.Channel.EMAIL and contact.unsubscribed_at is not None:
         status, reason = OpportunityStep.Status.SUPPRESSED, "contact unsubscribed"
-    return OpportunityStep(
-        workspace_id=opportunity.workspace_id,
-        opportunity=opportunity,
-        contact=contact,
-        stage=stage,
-        channel=channel,
-        status=status,
-        suppressed_reason=reason,
-        due_at=now,
-        created_at=now,
-        # A due step is published (offers.deliver_step) by the evaluating task right after the commit.
-        last_published_at=now if status == OpportunityStep.Status.DUE else None,
-        publishes=1 if status == OpportunityStep.Status.DUE else 0,
-    )
+    return _Step(stage, status, reason, opportunity, contact.pk if contact else None, channel)
 
 
 def _decide_customer(
     *, customer_id: int, state: CustomerState, candidates: list[Candidate], decisions: _DecisionState,
-    context: WorkspaceContext, now: datetime,
+    now: datetime, context: WorkspaceContext,
 ) -> None:  # fmt: skip
     """The single-customer decision (ladder, bad timing, cooldown, quiet hours, caps, opt-outs), in memory."""
     timing_checked = False
-    contact: Contact | None = None
+    contact: _Recipient | None = None
     customer_reason = ""
     for candidate in candidates:
-        rule = candidate.rule
-        period = period_for(kind=rule.kind, now=now, renewal_at=state.facts.renewal_at)
+        rule, period = candidate.rule, candidate.period
         opportunity = decisions.opportunities.get((customer_id, rule.pk, period))
         steps = decisions.steps[_token(opportunity)] if opportunity is not None else []
         if opportunity is not None:
             if opportunity.status not in _LIVE:
                 continue  # accepted, declined or expired: this period's conversation is over
-            rungs = context.ladders[rule.pk]
-            if any(stage_rank(rungs, s.stage) >= candidate.rank for s in steps):
+            ranks = candidate.spec.ranks
+            if any(ranks.get(s.stage, -1) >= candidate.rank for s in steps):
                 continue  # this stage (or a higher one) already happened: each stage once per period
         if not timing_checked:
             timing_checked = True
@@ -325,18 +389,18 @@ def _decide_customer(
                 state=state, customer_id=customer_id, contact=contact, decisions=decisions, context=context, now=now
             )
         if opportunity is None:
-            opportunity = Opportunity(
-                workspace_id=current_workspace_id(),
+            opportunity = _Opportunity(
+                pk=None,
                 customer_id=customer_id,
-                rule=rule,
+                rule_id=rule.pk,
                 period=period,
-                signal=candidate.signal.text[:255],
+                status=Opportunity.Status.OPEN,
                 stage=candidate.stage.key,
-                current_plan=state.subscription.plan,
-                target_plan=candidate.target,
+                signal=candidate.signal.text[:255],
+                suppressed_reason="",
+                current_plan_id=state.subscription.plan.pk,
+                target_plan_id=candidate.target.pk,
                 estimated_uplift_cents=candidate.uplift,
-                created_at=now,
-                updated_at=now,
             )
             decisions.opportunities[(customer_id, rule.pk, period)] = opportunity
             decisions.new_opportunities.append(opportunity)
@@ -353,15 +417,14 @@ def _decide_customer(
             continue
         steps = decisions.steps[token]
         for channel in candidate.stage.channels:
-            step = _new_step(opportunity=opportunity, stage=candidate.stage.key, channel=channel, contact=contact,
-                             now=now)  # fmt: skip
+            step = _new_step(opportunity=opportunity, stage=candidate.stage.key, channel=channel, contact=contact)
             steps.append(step)
             decisions.new_steps.append(step)
             if step.status == OpportunityStep.Status.DUE and contact is not None:
                 decisions.contact_offers[contact.pk].append(_Offer(token, now))
             if step.status == OpportunityStep.Status.DUE:
                 decisions.customer_offers[customer_id].append(_Offer(token, now))
-        opportunity.stage, opportunity.updated_at = candidate.stage.key, now
+        opportunity.stage = candidate.stage.key
         opportunity.signal = candidate.signal.text[:255]
         opportunity.suppressed_reason = ""
         if opportunity.status == Opportunity.Status.SUPPRESSED:
@@ -375,32 +438,50 @@ def _decide_customer(
         _mark_changed(opportunity, decisions)
 
 
-def _mark_changed(opportunity: Opportunity, decisions: _DecisionState) -> None:
+def _mark_changed(opportunity: _Opportunity, decisions: _DecisionState) -> None:
     if opportunity.pk is not None:
         decisions.changed[opportunity.pk] = opportunity
 
 
-def _write(decisions: _DecisionState) -> list[int]:
+def _write(decisions: _DecisionState, *, workspace_id: int, now: datetime) -> list[int]:
     """Insert new opportunities and steps and update changed opportunities, in bulk; returns due step ids."""
     if decisions.new_opportunities:
-        Opportunity.objects.bulk_create(decisions.new_opportunities)
-    for step in decisions.new_steps:
-        step.opportunity_id = step.opportunity.pk  # set now that new opportunities have ids
+        rows = [
+            Opportunity(
+                workspace_id=workspace_id, customer_id=o.customer_id, rule_id=o.rule_id, period=o.period,
+                signal=o.signal, stage=o.stage, status=o.status, suppressed_reason=o.suppressed_reason,
+                current_plan_id=o.current_plan_id, target_plan_id=o.target_plan_id,
+                estimated_uplift_cents=o.estimated_uplift_cents, created_at=now, updated_at=now,
+            )
+            for o in decisions.new_opportunities
+        ]  # fmt: skip
+        Opportunity.objects.bulk_create(rows)
+        for opportunity, row in zip(decisions.new_opportunities, rows, strict=True):
+            opportunity.pk = row.pk
     if decisions.new_steps:
-        OpportunityStep.objects.bulk_create(decisions.new_steps)
+        steps = [s.row(workspace_id=workspace_id, now=now) for s in decisions.new_steps]
+        OpportunityStep.objects.bulk_create(steps)
+        for step, written in zip(decisions.new_steps, steps, strict=True):
+            step.pk = written.pk
     if decisions.changed:
         Opportunity.objects.bulk_update(
-            list(decisions.changed.values()), ["stage", "signal", "status", "suppressed_reason", "updated_at"]
-        )
-    return [s.pk for s in decisions.new_steps if s.status == OpportunityStep.Status.DUE]
+            [
+                Opportunity(pk=o.pk, stage=o.stage, signal=o.signal, status=o.status,
+                            suppressed_reason=o.suppressed_reason, updated_at=now)
+                for o in decisions.changed.values()
+            ],
+            ["stage", "signal", "status", "suppressed_reason", "updated_at"],
+        )  # fmt: skip
+    return [s.pk for s in decisions.new_steps if s.status == OpportunityStep.Status.DUE and s.pk is not None]
 
 
 def evaluate_batch(*, customer_ids: list[int], now: datetime, context: WorkspaceContext | None = None) -> list[int]:
     """Evaluate every active rule for these customers of the current workspace; returns the step ids now due."""
     if not customer_ids:
         return []
-    meters.fold(current_workspace_id())  # so the meters read below include every event acknowledged so far
-    context = context or workspace_context(current_workspace_id())
+    workspace_id = current_workspace_id()
+    meters.fold(workspace_id)  # so the meters read below include every event acknowledged so far
+    context = context or workspace_context(workspace_id)
     if not context.rules:
         return []
     states = load_states(customer_ids=customer_ids, context=context, now=now)
@@ -409,13 +490,9 @@ def evaluate_batch(*, customer_ids: list[int], now: datetime, context: Workspace
         return []  # nothing fires: no lock, no write
     with transaction.atomic():
         lock_customers(list(firing))
-        wanted = {
-            cid: {(c.rule.pk, period_for(kind=c.rule.kind, now=now, renewal_at=states[cid].facts.renewal_at))
-                  for c in found}
-            for cid, found in firing.items()
-        }  # fmt: skip
+        wanted = {cid: {(c.rule.pk, c.period) for c in found} for cid, found in firing.items()}
         decisions = _load_decision_state(wanted, context, now)
         for customer_id in sorted(firing):
             _decide_customer(customer_id=customer_id, state=states[customer_id], candidates=firing[customer_id],
                              decisions=decisions, context=context, now=now)  # fmt: skip
-        return _write(decisions)
+        return _write(decisions, workspace_id=workspace_id, now=now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 LIMIT_KINDS = frozenset({"limit_percent"})
@@ -149,4 +150,9 @@ def period_for(*, kind: str, now: datetime, renewal_at: datetime | None) -> str:
         return "once"  # a first success happens once
     if kind == "renewal" and renewal_at is not None:
         return f"r{renewal_at:%Y-%m-%d}"  # one per renewal date
-    return now.strftime("%Y-%m")
+    return _month(now)
+
+
+@lru_cache(maxsize=16)
+def _month(now: datetime) -> str:
+    return now.strftime("%Y-%m")  # once per evaluation time, not once per candidate

@@ -8,11 +8,9 @@ costs rows, not round trips, so a sweep of customers that cannot fire stays chea
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from django.db.models import Count, Max, Q
 
@@ -27,35 +25,46 @@ from triggers.suppression import TimingFacts, open_tickets
 _PURCHASES = (MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class LiveSubscription:
+    """The fields of a live subscription the engine reads (a row, not a model instance: ~10x cheaper)."""
+
+    pk: int
+    plan: Plan
+    status: str
+    started_at: datetime
+    current_period_end: datetime | None
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerState:
     """One customer's subscription and facts, as the rules and the bad-timing table need them."""
 
-    subscription: Subscription
+    subscription: LiveSubscription
     owned_products: frozenset[str]
     facts: CustomerFacts
     timing: TimingFacts
 
 
-def _by_customer(rows: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, int]]:
-    """Grouped aggregate rows ({"customer_id": 1, "r7": 3, ...}) as {customer id: {"r7": 3, ...}}."""
-    return {row["customer_id"]: {k: v for k, v in row.items() if k != "customer_id"} for row in rows}
-
-
-def _subscriptions(customer_ids: list[int], context: WorkspaceContext) -> dict[int, list[Subscription]]:
+def _subscriptions(customer_ids: list[int], context: WorkspaceContext) -> dict[int, list[LiveSubscription]]:
     # Plans come from the context's catalog (same workspace): no join, no plan row decoded per customer.
     plans = {plan.pk: plan for plan in context.plans}
-    live: dict[int, list[Subscription]] = defaultdict(list)
-    for subscription in Subscription.objects.filter(customer_id__in=customer_ids, status__in=LIVE_STATUSES):
-        if subscription.plan_id not in plans:  # a plan created after the context was read
-            plans[subscription.plan_id] = Plan.objects.get(pk=subscription.plan_id)
-        subscription.plan = plans[subscription.plan_id]
-        live[subscription.customer_id].append(subscription)
+    live: dict[int, list[LiveSubscription]] = defaultdict(list)
+    rows = Subscription.objects.filter(customer_id__any=customer_ids, status__in=LIVE_STATUSES).values_list(
+        "pk", "customer_id", "plan_id", "status", "started_at", "current_period_end", "quantity"
+    )
+    for pk, customer_id, plan_id, status, started_at, period_end, quantity in rows:
+        if plan_id not in plans:  # a plan created after the context was read
+            plans[plan_id] = Plan.objects.get(pk=plan_id)
+        live[customer_id].append(LiveSubscription(pk, plans[plan_id], status, started_at, period_end, quantity))
     return live
 
 
-def _current(subscriptions: list[Subscription]) -> Subscription:
+def _current(subscriptions: list[LiveSubscription]) -> LiveSubscription:
     """The live subscription on the core product: highest tier, then latest start (billing.queries' order)."""
+    if len(subscriptions) == 1:
+        return subscriptions[0]
     return max(subscriptions, key=lambda s: (s.plan.tier, s.started_at, -s.pk))
 
 
@@ -74,30 +83,46 @@ def _meter_values(customer_ids: list[int], context: WorkspaceContext, month: str
     return values
 
 
-def _event_counts(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[str, int]]:
-    """Per customer: events inside each event rule's window ("r<rule id>") and first-value events ever."""
+def _event_counts(
+    customer_ids: list[int], context: WorkspaceContext, now: datetime
+) -> tuple[dict[int, dict[int, int]], set[int]]:
+    """Per customer: the non-zero counts of events inside each event rule's window (by rule id); and
+    the customers who ever sent the first-value event."""
     aggregates: dict[str, Count] = {}
+    rule_ids: list[int] = []
     for rule in context.rules:
         if rule.kind in EVENT_KINDS or (rule.kind == Rule.Kind.TEAM_GROWTH and rule.event_name):
             since = now - timedelta(days=rule.window_days)
             aggregates[f"r{rule.pk}"] = Count(
                 "pk", filter=Q(event=rule.event_name, timestamp__gte=since, timestamp__lte=now)
             )
+            rule_ids.append(rule.pk)
     policy = context.policy
     if policy.first_value_event:
         aggregates["first_value"] = Count("pk", filter=Q(event=policy.first_value_event))
     if not aggregates:
-        return {}
+        return {}, set()
     names = {r.event_name for r in context.rules if r.event_name} | {policy.first_value_event}
     rows = (
-        Event.objects.filter(customer_id__in=customer_ids, type="track", event__in=names)
+        Event.objects.filter(customer_id__any=customer_ids, type="track", event__in=names)
         .values("customer_id")
         .annotate(**aggregates)
+        .values_list("customer_id", *aggregates)
     )
-    return _by_customer(rows)
+    counts: dict[int, dict[int, int]] = {}
+    first_value: set[int] = set()
+    for customer_id, *values in rows:
+        # A zero count never fires (evaluation.rule_signal): only the rules a customer can fire are kept.
+        found = {rule_id: n for rule_id, n in zip(rule_ids, values, strict=False) if n}
+        if found:
+            counts[customer_id] = found
+        if policy.first_value_event and values[-1]:
+            first_value.add(customer_id)
+    return counts, first_value
 
 
-def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[str, int]]:
+def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[int, int]]:
+    """Per customer: the non-zero counts of contacts added inside each contact-counting team-growth rule's window."""
     aggregates = {
         f"r{rule.pk}": Count("pk", filter=Q(created_at__gte=now - timedelta(days=rule.window_days)))
         for rule in context.rules
@@ -105,8 +130,18 @@ def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: dat
     }
     if not aggregates:
         return {}
-    rows = Contact.objects.filter(customer_id__in=customer_ids).values("customer_id").annotate(**aggregates)
-    return _by_customer(rows)
+    rule_ids = [int(name[1:]) for name in aggregates]
+    rows = (
+        Contact.objects.filter(customer_id__any=customer_ids)
+        .values("customer_id")
+        .annotate(**aggregates)
+        .values_list("customer_id", *aggregates)
+    )
+    counts: dict[int, dict[int, int]] = {}
+    for customer_id, *values in rows:
+        if found := {rule_id: n for rule_id, n in zip(rule_ids, values, strict=True) if n}:
+            counts[customer_id] = found
+    return counts
 
 
 def _tickets(customer_ids: list[int], context: WorkspaceContext) -> dict[int, int]:
@@ -114,7 +149,7 @@ def _tickets(customer_ids: list[int], context: WorkspaceContext) -> dict[int, in
     opened, closed = context.policy.support_opened_event, context.policy.support_closed_event
     events: dict[int, list[tuple[str, str, datetime]]] = defaultdict(list)
     for customer_id, name, ticket, at in Event.objects.filter(
-        customer_id__in=customer_ids, event__in=(opened, closed)
+        customer_id__any=customer_ids, event__in=(opened, closed)
     ).values_list("customer_id", "event", "properties__ticket_id", "timestamp"):
         events[customer_id].append((name, str(ticket or ""), at))
     return {customer_id: open_tickets(rows, opened=opened, closed=closed) for customer_id, rows in events.items()}
@@ -124,7 +159,7 @@ def _last_purchases(customer_ids: list[int], context: WorkspaceContext) -> dict[
     if not context.policy.recent_purchase_days:
         return {}  # only read the ledger when the policy asks about purchases
     rows = (
-        MrrMovement.objects.filter(customer_id__in=customer_ids, kind__in=_PURCHASES)
+        MrrMovement.objects.filter(customer_id__any=customer_ids, kind__in=_PURCHASES)
         .values("customer_id")
         .annotate(last=Max("occurred_at"))
         .values_list("customer_id", "last")
@@ -140,28 +175,36 @@ def load_states(*, customer_ids: list[int], context: WorkspaceContext, now: date
         return {}
     policy = context.policy
     meters = _meter_values(ids, context, now.strftime("%Y-%m"))
-    events = _event_counts(ids, context, now)
+    events, first_value = _event_counts(ids, context, now)
     contacts = _contacts_added(ids, context, now)
     tickets = _tickets(ids, context)
     purchases = _last_purchases(ids, context)
     labels = {k: d.label for k, d in context.definitions.items()}
+    # Per plan, not per customer: the plan's limits on the rules' meters (shared, never mutated).
+    limits: dict[int, dict[str, int]] = {}
+    no_counts: dict[int, int] = {}
+    no_meters: dict[str, Decimal] = {}
     states: dict[int, CustomerState] = {}
     for customer_id in ids:
-        subscription = _current(subscriptions[customer_id])
+        live = subscriptions[customer_id]
+        subscription = _current(live)
         plan = subscription.plan
-        totals = events.get(customer_id, {})
-        counts = {int(k[1:]): v for k, v in totals.items() if k.startswith("r")}
-        counts.update({int(k[1:]): v for k, v in contacts.get(customer_id, {}).items()})
+        plan_limits = limits.get(plan.pk)
+        if plan_limits is None:
+            plan_limits = limits[plan.pk] = {k: v for k in context.meter_keys if (v := plan.limit_for(k)) is not None}
+        counts = events.get(customer_id, no_counts)
+        if customer_id in contacts:
+            counts = {**counts, **contacts[customer_id]}
         purchase_at = None
         if policy.recent_purchase_days:
             purchase_at = max(filter(None, [purchases.get(customer_id), subscription.started_at]))
         states[customer_id] = CustomerState(
             subscription=subscription,
-            owned_products=frozenset(s.plan.product for s in subscriptions[customer_id]),
+            owned_products=frozenset(s.plan.product for s in live),
             facts=CustomerFacts(
-                meter_values=meters.get(customer_id, {}),
+                meter_values=meters.get(customer_id, no_meters),
                 meter_labels=labels,
-                plan_limits={k: v for k in context.meter_keys if (v := plan.limit_for(k)) is not None},
+                plan_limits=plan_limits,
                 window_counts=counts,
                 renewal_at=subscription.current_period_end,
                 plan_interval=plan.interval,
@@ -169,7 +212,7 @@ def load_states(*, customer_ids: list[int], context: WorkspaceContext, now: date
             timing=TimingFacts(
                 payment_failing=subscription.status == Subscription.Status.PAST_DUE,
                 open_support_tickets=tickets.get(customer_id, 0),
-                has_first_value=not policy.first_value_event or bool(totals.get("first_value")),
+                has_first_value=not policy.first_value_event or customer_id in first_value,
                 last_purchase_at=purchase_at,
             ),
         )

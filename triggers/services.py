@@ -248,7 +248,7 @@ def finish_evaluation(*, request_id: int, now: datetime) -> None:
 
 def finish_evaluations(*, request_ids: list[int], now: datetime) -> None:
     if request_ids:
-        EvaluationRequest.objects.filter(pk__in=request_ids).update(done_at=now)
+        EvaluationRequest.objects.filter(pk__any=request_ids).update(done_at=now)
 
 
 def evaluate_requests(*, request_ids: list[int], now: datetime, fill_to: int = 0) -> list[int]:
