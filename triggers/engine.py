@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Q
 
 from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
 from billing.models import Plan
 from triggers import meters
+from triggers.batch_sql import any_of, aware, db_time, fetch, one_of
 from triggers.caps import contact_cap_reason, customer_cap_reason
 from triggers.context import RuleSpec, WorkspaceContext, workspace_context
 from triggers.evaluation import LimitSignal, Signal, Stage, period_for, rule_signal
@@ -249,40 +249,62 @@ def _token(opportunity: _Opportunity) -> object:
 def _load_decision_state(
     wanted: dict[int, set[tuple[int, str]]], context: WorkspaceContext, now: datetime
 ) -> _DecisionState:
+    workspace_id = current_workspace_id()
     customer_ids = sorted(wanted)
-    rule_ids = {rule_id for pairs in wanted.values() for rule_id, _period in pairs}
-    periods = {period for pairs in wanted.values() for _rule_id, period in pairs}
+    rule_ids = sorted({rule_id for pairs in wanted.values() for rule_id, _period in pairs})
+    periods = sorted({period for pairs in wanted.values() for _rule_id, period in pairs})
+    opportunity_table, step_table = Opportunity._meta.db_table, OpportunityStep._meta.db_table
+    customers, customer_params = any_of("customer_id", customer_ids)
+    rules, rule_params = any_of("rule_id", rule_ids)
+    in_periods, period_params = one_of("period", periods)
     opportunities: dict[tuple[int, int, str], _Opportunity] = {}
-    for row in Opportunity.objects.filter(
-        customer_id__any=customer_ids, rule_id__any=list(rule_ids), period__in=periods
-    ).values_list("pk", "customer_id", "rule_id", "period", "status", "stage", "signal", "suppressed_reason"):
+    for row in fetch(
+        "SELECT id, customer_id, rule_id, period, status, stage, signal, suppressed_reason "
+        f"FROM {opportunity_table} WHERE workspace_id = %s AND {customers} AND {rules} AND {in_periods}",
+        [workspace_id, *customer_params, *rule_params, *period_params],
+    ):
         if (row[2], row[3]) in wanted[row[1]]:
             opportunities[(row[1], row[2], row[3])] = _Opportunity(*row)
     steps: dict[object, list[_Step]] = defaultdict(list)
-    for opportunity_id, stage, status, reason in OpportunityStep.objects.filter(
-        opportunity_id__any=[o.pk for o in opportunities.values()]
-    ).values_list("opportunity_id", "stage", "status", "suppressed_reason"):
+    of_opportunities, opportunity_params = any_of("opportunity_id", [o.pk for o in opportunities.values() if o.pk])
+    for opportunity_id, stage, status, reason in fetch(
+        f"SELECT opportunity_id, stage, status, suppressed_reason FROM {step_table} "
+        f"WHERE workspace_id = %s AND {of_opportunities}",
+        [workspace_id, *opportunity_params],
+    ):
         steps[opportunity_id].append(_Step(stage, status, reason))
     recipients = _recipients(customer_ids)
     # Offers for the caps: to the recipients within the contact window, to the customers within 7 days.
     contact_since = now - timedelta(hours=max(context.policy.contact_gap_hours, 48))
     week_ago = now - timedelta(days=7)
-    contact_ids = [c.pk for c in recipients.values()]
     contact_offers: dict[int, list[_Offer]] = defaultdict(list)
     customer_offers: dict[int, list[_Offer]] = defaultdict(list)
-    for contact_id, opportunity_id, created_at in OpportunityStep.objects.filter(
-        contact_id__any=contact_ids, created_at__gte=contact_since, status__in=MESSAGED
-    ).values_list("contact_id", "opportunity_id", "created_at"):
-        contact_offers[contact_id].append(_Offer(opportunity_id, created_at))
+    of_contacts, contact_params = any_of("contact_id", [c.pk for c in recipients.values()])
+    messaged, messaged_params = one_of("status", MESSAGED)
+    for contact_id, opportunity_id, created_at in fetch(
+        f"SELECT contact_id, opportunity_id, created_at FROM {step_table} "
+        f"WHERE workspace_id = %s AND {of_contacts} AND created_at >= %s AND {messaged}",
+        [workspace_id, *contact_params, db_time(contact_since), *messaged_params],
+    ):
+        contact_offers[contact_id].append(_Offer(opportunity_id, aware(created_at)))
     # The customers' recent steps: offers of the last 7 days (customer cap) and rejections (cooldown).
-    recent = Q(status__in=MESSAGED, created_at__gte=week_ago)
+    step_messaged, recent_params = one_of("s.status", MESSAGED)
+    recent = f"({step_messaged} AND s.created_at >= %s)"
+    recent_params.append(db_time(week_ago))
     cooldown = context.policy.cooldown_days
     if cooldown:
-        recent |= Q(outcome__in=REJECTIONS, outcome_at__gte=now - timedelta(days=cooldown))
+        rejected, rejected_params = one_of("s.outcome", REJECTIONS)
+        recent = f"({recent} OR ({rejected} AND s.outcome_at >= %s))"
+        recent_params += [*rejected_params, db_time(now - timedelta(days=cooldown))]
+    of_customers, of_customer_params = any_of("o.customer_id", customer_ids)
     last_rejection: dict[int, datetime] = {}
-    for customer_id, opportunity_id, status, outcome, outcome_at, created_at in OpportunityStep.objects.filter(
-        recent, opportunity__customer_id__any=customer_ids
-    ).values_list("opportunity__customer_id", "opportunity_id", "status", "outcome", "outcome_at", "created_at"):
+    for customer_id, opportunity_id, status, outcome, outcome_at, created_at in fetch(
+        "SELECT o.customer_id, s.opportunity_id, s.status, s.outcome, s.outcome_at, s.created_at "
+        f"FROM {step_table} s INNER JOIN {opportunity_table} o ON s.opportunity_id = o.id "
+        f"WHERE s.workspace_id = %s AND {recent} AND {of_customers}",
+        [workspace_id, *recent_params, *of_customer_params],
+    ):
+        created_at, outcome_at = aware(created_at), aware(outcome_at)
         if status in MESSAGED and created_at >= week_ago:
             customer_offers[customer_id].append(_Offer(opportunity_id, created_at))
         if outcome in REJECTIONS and outcome_at is not None:
@@ -292,18 +314,17 @@ def _load_decision_state(
 
 def _recipients(customer_ids: list[int]) -> dict[int, _Recipient]:
     """Who hears about each customer's opportunity: their earliest contact with an email address."""
-    contacts = Contact.objects.filter(customer_id__any=customer_ids).exclude(email="")
-    if connection.vendor == "postgresql":
-        # One row per customer (DISTINCT ON keeps the first of each customer in this order).
-        contacts = contacts.order_by("customer_id", "created_at", "pk").distinct("customer_id")
-    else:
-        contacts = contacts.order_by("customer_id", "created_at", "pk")
+    customers, customer_params = any_of("customer_id", customer_ids)
+    # One row per customer on PostgreSQL (DISTINCT ON keeps the first of each customer in this order).
+    distinct = "DISTINCT ON (customer_id) " if connection.vendor == "postgresql" else ""
     recipients: dict[int, _Recipient] = {}
-    for pk, customer_id, time_zone, unsubscribed_at in contacts.values_list(
-        "pk", "customer_id", "time_zone", "unsubscribed_at"
+    for pk, customer_id, time_zone, unsubscribed_at in fetch(
+        f"SELECT {distinct}id, customer_id, time_zone, unsubscribed_at FROM {Contact._meta.db_table} "
+        f"WHERE workspace_id = %s AND {customers} AND NOT (email = '') ORDER BY customer_id, created_at, id",
+        [current_workspace_id(), *customer_params],
     ):
         if customer_id is not None and customer_id not in recipients:
-            recipients[customer_id] = _Recipient(pk, time_zone, unsubscribed_at)
+            recipients[customer_id] = _Recipient(pk, time_zone, aware(unsubscribed_at))
     return recipients
 
 

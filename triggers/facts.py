@@ -11,12 +11,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from django.db.models import Count, Max, Q
+from django.db.models import Max
 
 from accounts.models import Contact
+from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES
+from triggers.batch_sql import any_of, aware, db_time, fetch, one_of
 from triggers.context import WorkspaceContext
 from triggers.evaluation import EVENT_KINDS, CustomerFacts
 from triggers.models import Event, Meter, MeterDefinition, Rule
@@ -51,13 +54,19 @@ def _subscriptions(customer_ids: list[int], context: WorkspaceContext) -> dict[i
     # Plans come from the context's catalog (same workspace): no join, no plan row decoded per customer.
     plans = {plan.pk: plan for plan in context.plans}
     live: dict[int, list[LiveSubscription]] = defaultdict(list)
-    rows = Subscription.objects.filter(customer_id__any=customer_ids, status__in=LIVE_STATUSES).values_list(
-        "pk", "customer_id", "plan_id", "status", "started_at", "current_period_end", "quantity"
+    customers, customer_params = any_of("customer_id", customer_ids)
+    statuses, status_params = one_of("status", LIVE_STATUSES)
+    rows = fetch(
+        "SELECT id, customer_id, plan_id, status, started_at, current_period_end, quantity "
+        f"FROM {Subscription._meta.db_table} WHERE workspace_id = %s AND {customers} AND {statuses}",
+        [current_workspace_id(), *customer_params, *status_params],
     )
     for pk, customer_id, plan_id, status, started_at, period_end, quantity in rows:
         if plan_id not in plans:  # a plan created after the context was read
             plans[plan_id] = Plan.objects.get(pk=plan_id)
-        live[customer_id].append(LiveSubscription(pk, plans[plan_id], status, started_at, period_end, quantity))
+        live[customer_id].append(
+            LiveSubscription(pk, plans[plan_id], status, aware(started_at), aware(period_end), quantity)
+        )
     return live
 
 
@@ -83,31 +92,49 @@ def _meter_values(customer_ids: list[int], context: WorkspaceContext, month: str
     return values
 
 
+def _counts(
+    table: str, customer_ids: list[int], windows: list[tuple[str, list[Any]]], where: str, params: list[Any]
+) -> list[tuple[Any, ...]]:
+    """Per customer of the batch: one count per (condition, parameters) of `windows`, from `table`."""
+    customers, customer_params = any_of("customer_id", customer_ids)
+    counts = ", ".join(f"COUNT(CASE WHEN {condition} THEN 1 END)" for condition, _params in windows)
+    return fetch(
+        f"SELECT customer_id, {counts} FROM {table} WHERE {where} AND {customers} GROUP BY customer_id",
+        [*(p for _condition, window_params in windows for p in window_params), *params, *customer_params],
+    )
+
+
 def _event_counts(
     customer_ids: list[int], context: WorkspaceContext, now: datetime
 ) -> tuple[dict[int, dict[int, int]], set[int]]:
     """Per customer: the non-zero counts of events inside each event rule's window (by rule id); and
     the customers who ever sent the first-value event."""
-    aggregates: dict[str, Count] = {}
+    windows: list[tuple[str, list[Any]]] = []
     rule_ids: list[int] = []
     for rule in context.rules:
         if rule.kind in EVENT_KINDS or (rule.kind == Rule.Kind.TEAM_GROWTH and rule.event_name):
             since = now - timedelta(days=rule.window_days)
-            aggregates[f"r{rule.pk}"] = Count(
-                "pk", filter=Q(event=rule.event_name, timestamp__gte=since, timestamp__lte=now)
+            windows.append(
+                (
+                    'event = %s AND "timestamp" >= %s AND "timestamp" <= %s',
+                    [rule.event_name, db_time(since), db_time(now)],
+                )
             )
             rule_ids.append(rule.pk)
     policy = context.policy
     if policy.first_value_event:
-        aggregates["first_value"] = Count("pk", filter=Q(event=policy.first_value_event))
-    if not aggregates:
+        windows.append(("event = %s", [policy.first_value_event]))
+    if not windows:
         return {}, set()
-    names = {r.event_name for r in context.rules if r.event_name} | {policy.first_value_event}
-    rows = (
-        Event.objects.filter(customer_id__any=customer_ids, type="track", event__in=names)
-        .values("customer_id")
-        .annotate(**aggregates)
-        .values_list("customer_id", *aggregates)
+    names, name_params = one_of(
+        "event", sorted({r.event_name for r in context.rules if r.event_name} | {policy.first_value_event})
+    )
+    rows = _counts(
+        Event._meta.db_table,
+        customer_ids,
+        windows,
+        f"workspace_id = %s AND type = %s AND {names}",
+        [current_workspace_id(), "track", *name_params],
     )
     counts: dict[int, dict[int, int]] = {}
     first_value: set[int] = set()
@@ -123,23 +150,14 @@ def _event_counts(
 
 def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[int, int]]:
     """Per customer: the non-zero counts of contacts added inside each contact-counting team-growth rule's window."""
-    aggregates = {
-        f"r{rule.pk}": Count("pk", filter=Q(created_at__gte=now - timedelta(days=rule.window_days)))
-        for rule in context.rules
-        if rule.kind == Rule.Kind.TEAM_GROWTH and not rule.event_name
-    }
-    if not aggregates:
+    rules = [r for r in context.rules if r.kind == Rule.Kind.TEAM_GROWTH and not r.event_name]
+    if not rules:
         return {}
-    rule_ids = [int(name[1:]) for name in aggregates]
-    rows = (
-        Contact.objects.filter(customer_id__any=customer_ids)
-        .values("customer_id")
-        .annotate(**aggregates)
-        .values_list("customer_id", *aggregates)
-    )
+    windows = [("created_at >= %s", [db_time(now - timedelta(days=rule.window_days))]) for rule in rules]
+    rows = _counts(Contact._meta.db_table, customer_ids, windows, "workspace_id = %s", [current_workspace_id()])
     counts: dict[int, dict[int, int]] = {}
     for customer_id, *values in rows:
-        if found := {rule_id: n for rule_id, n in zip(rule_ids, values, strict=True) if n}:
+        if found := {rule.pk: n for rule, n in zip(rules, values, strict=True) if n}:
             counts[customer_id] = found
     return counts
 
