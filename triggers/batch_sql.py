@@ -17,12 +17,26 @@ from django.db import connection
 
 
 def any_of(column: str, values: Sequence[int]) -> tuple[str, list[Any]]:
-    """`column` is one of `values`: one array parameter on PostgreSQL, an IN list elsewhere."""
+    """`column` is one of `values`: one array parameter on PostgreSQL (see id_array), an IN list elsewhere."""
     if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s::bigint[])", [list(values)]
+        return f"{column} = ANY({ID_ARRAY})", [id_array(values)]
     if not values:
         return "1 = 0", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+# The ids as one array literal behind a scalar subquery. PostgreSQL plans `col = ANY(<500 constants>)`
+# by estimating every constant (0.5-1.3 ms of planning per query) and then, expecting 500 index
+# probes to be expensive, scans the whole workspace's rows through the workspace index and filters
+# them: 4-9 ms per query at 20,000 customers, growing with the workspace. Behind a subquery (an
+# InitPlan, evaluated once) the array is opaque to the planner, which then probes the id's own
+# index: ~1 ms for 500 ids, whatever the workspace's size.
+ID_ARRAY = "(SELECT %s::bigint[])::bigint[]"  # the cast makes ANY take the array, not the subquery's rows
+
+
+def id_array(values: Sequence[int]) -> str:
+    """`values` as a PostgreSQL array literal ('{1,2,3}'): one string parameter, parsed in C."""
+    return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
 def one_of(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:

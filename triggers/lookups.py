@@ -2,8 +2,8 @@
 
 Django's `__in` prepares and normalizes every element of its list in Python, a few microseconds
 each; the engine filters every batch by hundreds of customer, opportunity and contact ids, and
-that alone cost more than PostgreSQL spent answering. `= ANY(%s)` is what PostgreSQL turns an
-`IN (...)` list into anyway, so the plans are the same. Other databases get a plain `IN` list.
+that alone cost more than PostgreSQL spent answering. The array is passed as triggers.batch_sql does
+(one literal behind a subquery: cheap to plan, and planned as probes of the id's index). Other databases get a plain `IN` list.
 Registered on foreign keys and big auto fields by TriggersConfig.ready().
 """
 
@@ -15,6 +15,8 @@ from django.core.exceptions import EmptyResultSet
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Lookup
 from django.db.models.sql.compiler import SQLCompiler
+
+from triggers.batch_sql import ID_ARRAY, id_array
 
 
 class AnyId(Lookup):  # type: ignore[type-arg]
@@ -29,7 +31,7 @@ class AnyId(Lookup):  # type: ignore[type-arg]
     ) -> tuple[str, list[Any]]:
         lhs, lhs_params = self.process_lhs(compiler, connection)
         if connection.vendor == "postgresql":
-            return f"{lhs} = ANY(%s::bigint[])", [*lhs_params, self.rhs]
+            return f"{lhs} = ANY({ID_ARRAY})", [*lhs_params, id_array(self.rhs)]
         if not self.rhs:
             raise EmptyResultSet
         return f"{lhs} IN ({', '.join(['%s'] * len(self.rhs))})", [*lhs_params, *self.rhs]
