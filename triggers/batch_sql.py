@@ -15,6 +15,8 @@ from typing import Any, overload
 
 from django.db import connection
 
+from accounts.tenancy import current_workspace_id
+
 
 def any_of(column: str, values: Sequence[int]) -> tuple[str, list[Any]]:
     """`column` is one of `values`: one array parameter on PostgreSQL (see id_array), an IN list elsewhere."""
@@ -39,8 +41,8 @@ def id_array(values: Sequence[int]) -> str:
     return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
-def one_of(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
-    """`column` is one of a few strings (statuses, event names): an IN list on every database."""
+def one_of(column: str, values: Sequence[object]) -> tuple[str, list[Any]]:
+    """`column` is one of a few values (statuses, event names, rule ids): an IN list on every database."""
     if not values:
         return "1 = 0", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
@@ -66,3 +68,16 @@ def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def fetch_in_workspace(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a read by ids whose first column, the row's workspace, is the current one (without it).
+
+    The tenant check is applied to the rows rather than given to PostgreSQL: with `workspace_id = %s`
+    in the query, the planner may walk the workspace index instead of the ids' own, and for a
+    workspace its statistics do not know yet (a new one, a first sweep) it expects one row there
+    and walks every row the batch's own writes add: quadratic. The ids name the rows; the
+    workspace only guards them.
+    """
+    workspace_id = current_workspace_id()
+    return [row[1:] for row in fetch(sql, params) if row[0] == workspace_id]

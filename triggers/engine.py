@@ -26,7 +26,7 @@ from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
 from billing.models import Plan
 from triggers import meters
-from triggers.batch_sql import any_of, aware, db_time, fetch, one_of
+from triggers.batch_sql import any_of, aware, db_time, fetch_in_workspace, one_of
 from triggers.caps import contact_cap_reason, customer_cap_reason
 from triggers.context import RuleSpec, WorkspaceContext, workspace_context
 from triggers.evaluation import LimitSignal, Signal, Stage, period_for, rule_signal
@@ -249,28 +249,27 @@ def _token(opportunity: _Opportunity) -> object:
 def _load_decision_state(
     wanted: dict[int, set[tuple[int, str]]], context: WorkspaceContext, now: datetime
 ) -> _DecisionState:
-    workspace_id = current_workspace_id()
     customer_ids = sorted(wanted)
     rule_ids = sorted({rule_id for pairs in wanted.values() for rule_id, _period in pairs})
     periods = sorted({period for pairs in wanted.values() for _rule_id, period in pairs})
     opportunity_table, step_table = Opportunity._meta.db_table, OpportunityStep._meta.db_table
     customers, customer_params = any_of("customer_id", customer_ids)
-    rules, rule_params = any_of("rule_id", rule_ids)
+    rules, rule_params = one_of("rule_id", rule_ids)
     in_periods, period_params = one_of("period", periods)
     opportunities: dict[tuple[int, int, str], _Opportunity] = {}
-    for row in fetch(
-        "SELECT id, customer_id, rule_id, period, status, stage, signal, suppressed_reason "
-        f"FROM {opportunity_table} WHERE workspace_id = %s AND {customers} AND {rules} AND {in_periods}",
-        [workspace_id, *customer_params, *rule_params, *period_params],
+    for row in fetch_in_workspace(
+        "SELECT workspace_id, id, customer_id, rule_id, period, status, stage, signal, suppressed_reason "
+        f"FROM {opportunity_table} WHERE {customers} AND {rules} AND {in_periods}",
+        [*customer_params, *rule_params, *period_params],
     ):
         if (row[2], row[3]) in wanted[row[1]]:
             opportunities[(row[1], row[2], row[3])] = _Opportunity(*row)
     steps: dict[object, list[_Step]] = defaultdict(list)
     of_opportunities, opportunity_params = any_of("opportunity_id", [o.pk for o in opportunities.values() if o.pk])
-    for opportunity_id, stage, status, reason in fetch(
-        f"SELECT opportunity_id, stage, status, suppressed_reason FROM {step_table} "
-        f"WHERE workspace_id = %s AND {of_opportunities}",
-        [workspace_id, *opportunity_params],
+    for opportunity_id, stage, status, reason in fetch_in_workspace(
+        f"SELECT workspace_id, opportunity_id, stage, status, suppressed_reason FROM {step_table} "
+        f"WHERE {of_opportunities}",
+        opportunity_params,
     ):
         steps[opportunity_id].append(_Step(stage, status, reason))
     recipients = _recipients(customer_ids)
@@ -281,10 +280,10 @@ def _load_decision_state(
     customer_offers: dict[int, list[_Offer]] = defaultdict(list)
     of_contacts, contact_params = any_of("contact_id", [c.pk for c in recipients.values()])
     messaged, messaged_params = one_of("status", MESSAGED)
-    for contact_id, opportunity_id, created_at in fetch(
-        f"SELECT contact_id, opportunity_id, created_at FROM {step_table} "
-        f"WHERE workspace_id = %s AND {of_contacts} AND created_at >= %s AND {messaged}",
-        [workspace_id, *contact_params, db_time(contact_since), *messaged_params],
+    for contact_id, opportunity_id, created_at in fetch_in_workspace(
+        f"SELECT workspace_id, contact_id, opportunity_id, created_at FROM {step_table} "
+        f"WHERE {of_contacts} AND created_at >= %s AND {messaged}",
+        [*contact_params, db_time(contact_since), *messaged_params],
     ):
         contact_offers[contact_id].append(_Offer(opportunity_id, aware(created_at)))
     # The customers' recent steps: offers of the last 7 days (customer cap) and rejections (cooldown).
@@ -298,11 +297,11 @@ def _load_decision_state(
         recent_params += [*rejected_params, db_time(now - timedelta(days=cooldown))]
     of_customers, of_customer_params = any_of("o.customer_id", customer_ids)
     last_rejection: dict[int, datetime] = {}
-    for customer_id, opportunity_id, status, outcome, outcome_at, created_at in fetch(
-        "SELECT o.customer_id, s.opportunity_id, s.status, s.outcome, s.outcome_at, s.created_at "
+    for customer_id, opportunity_id, status, outcome, outcome_at, created_at in fetch_in_workspace(
+        "SELECT s.workspace_id, o.customer_id, s.opportunity_id, s.status, s.outcome, s.outcome_at, s.created_at "
         f"FROM {step_table} s INNER JOIN {opportunity_table} o ON s.opportunity_id = o.id "
-        f"WHERE s.workspace_id = %s AND {recent} AND {of_customers}",
-        [workspace_id, *recent_params, *of_customer_params],
+        f"WHERE {recent} AND {of_customers}",
+        [*recent_params, *of_customer_params],
     ):
         created_at, outcome_at = aware(created_at), aware(outcome_at)
         if status in MESSAGED and created_at >= week_ago:
@@ -318,10 +317,10 @@ def _recipients(customer_ids: list[int]) -> dict[int, _Recipient]:
     # One row per customer on PostgreSQL (DISTINCT ON keeps the first of each customer in this order).
     distinct = "DISTINCT ON (customer_id) " if connection.vendor == "postgresql" else ""
     recipients: dict[int, _Recipient] = {}
-    for pk, customer_id, time_zone, unsubscribed_at in fetch(
-        f"SELECT {distinct}id, customer_id, time_zone, unsubscribed_at FROM {Contact._meta.db_table} "
-        f"WHERE workspace_id = %s AND {customers} AND NOT (email = '') ORDER BY customer_id, created_at, id",
-        [current_workspace_id(), *customer_params],
+    for pk, customer_id, time_zone, unsubscribed_at in fetch_in_workspace(
+        f"SELECT {distinct}workspace_id, id, customer_id, time_zone, unsubscribed_at FROM {Contact._meta.db_table} "
+        f"WHERE {customers} AND NOT (email = '') ORDER BY customer_id, created_at, id",
+        customer_params,
     ):
         if customer_id is not None and customer_id not in recipients:
             recipients[customer_id] = _Recipient(pk, time_zone, aware(unsubscribed_at))

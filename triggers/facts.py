@@ -19,7 +19,7 @@ from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES
-from triggers.batch_sql import any_of, aware, db_time, fetch, one_of
+from triggers.batch_sql import any_of, aware, db_time, fetch_in_workspace, one_of
 from triggers.context import WorkspaceContext
 from triggers.evaluation import EVENT_KINDS, CustomerFacts
 from triggers.models import Event, Meter, MeterDefinition, Rule
@@ -56,10 +56,10 @@ def _subscriptions(customer_ids: list[int], context: WorkspaceContext) -> dict[i
     live: dict[int, list[LiveSubscription]] = defaultdict(list)
     customers, customer_params = any_of("customer_id", customer_ids)
     statuses, status_params = one_of("status", LIVE_STATUSES)
-    rows = fetch(
-        "SELECT id, customer_id, plan_id, status, started_at, current_period_end, quantity "
-        f"FROM {Subscription._meta.db_table} WHERE workspace_id = %s AND {customers} AND {statuses}",
-        [current_workspace_id(), *customer_params, *status_params],
+    rows = fetch_in_workspace(
+        "SELECT workspace_id, id, customer_id, plan_id, status, started_at, current_period_end, quantity "
+        f"FROM {Subscription._meta.db_table} WHERE {customers} AND {statuses}",
+        [*customer_params, *status_params],
     )
     for pk, customer_id, plan_id, status, started_at, period_end, quantity in rows:
         if plan_id not in plans:  # a plan created after the context was read
@@ -95,11 +95,15 @@ def _meter_values(customer_ids: list[int], context: WorkspaceContext, month: str
 def _counts(
     table: str, customer_ids: list[int], windows: list[tuple[str, list[Any]]], where: str, params: list[Any]
 ) -> list[tuple[Any, ...]]:
-    """Per customer of the batch: one count per (condition, parameters) of `windows`, from `table`."""
+    """Per customer of the batch: one count per (condition, parameters) of `windows`, from `table`.
+
+    `where` (conditions ending in "AND ", or "") narrows the rows before the batch's customers.
+    """
     customers, customer_params = any_of("customer_id", customer_ids)
     counts = ", ".join(f"COUNT(CASE WHEN {condition} THEN 1 END)" for condition, _params in windows)
-    return fetch(
-        f"SELECT customer_id, {counts} FROM {table} WHERE {where} AND {customers} GROUP BY customer_id",
+    return fetch_in_workspace(
+        f"SELECT workspace_id, customer_id, {counts} FROM {table} WHERE {where}{customers} "
+        "GROUP BY workspace_id, customer_id",
         [*(p for _condition, window_params in windows for p in window_params), *params, *customer_params],
     )
 
@@ -133,7 +137,8 @@ def _event_counts(
         Event._meta.db_table,
         customer_ids,
         windows,
-        f"workspace_id = %s AND type = %s AND {names}",
+        # Events have no index on the customer alone: the workspace leads event_customer_time.
+        f"workspace_id = %s AND type = %s AND {names} AND ",
         [current_workspace_id(), "track", *name_params],
     )
     counts: dict[int, dict[int, int]] = {}
@@ -154,7 +159,7 @@ def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: dat
     if not rules:
         return {}
     windows = [("created_at >= %s", [db_time(now - timedelta(days=rule.window_days))]) for rule in rules]
-    rows = _counts(Contact._meta.db_table, customer_ids, windows, "workspace_id = %s", [current_workspace_id()])
+    rows = _counts(Contact._meta.db_table, customer_ids, windows, "", [])
     counts: dict[int, dict[int, int]] = {}
     for customer_id, *values in rows:
         if found := {rule.pk: n for rule, n in zip(rules, values, strict=True) if n}:
