@@ -10,6 +10,8 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Workspace
 from accounts.tenancy import tenant_scope
+from billing.models import Plan
+from billing.services import create_plan
 from tests.conftest import make_tenant
 from tests.engine_fixtures import customer_with_contact, engine_catalog, set_meter, template_rule, track
 from triggers import services
@@ -123,3 +125,48 @@ def test_a_task_claims_its_rows_then_fills_its_batch_with_other_pending_rows() -
         services.evaluate_requests(request_ids=[rows[5]], now=NOW, fill_to=10)
         assert not EvaluationRequest.objects.filter(claimed_at__isnull=True).exists()
         assert list(EvaluationRequest.objects.filter(done_at__isnull=False).values_list("pk", flat=True)) == [rows[5]]
+
+
+def test_a_failing_batch_is_evaluated_one_by_one_and_only_the_bad_customer_is_left_for_retry() -> None:
+    tenant = make_tenant("fallback")
+    with tenant_scope(tenant.workspace):
+        catalog = engine_catalog(tenant.workspace)
+        template_rule(tenant.workspace, catalog, "hitting_limits")
+        # A plan whose limit is not a number: evaluating any customer on it raises (genuinely bad data,
+        # as an import or a hand edit could leave it), so the batch holding that customer fails.
+        broken = create_plan(workspace=tenant.workspace, key="legacy", name="Legacy", amount_cents=1900, tier=1,
+                             limits={"subscribers": 1000})  # fmt: skip
+        Plan.objects.filter(pk=broken.pk).update(limits={"subscribers": "lots"})
+        customers = {}
+        for name in ("ada", "bob", "cy"):
+            customer, _contact, _subscription = customer_with_contact(
+                tenant.workspace, broken if name == "bob" else catalog.starter, now=NOW, external_id=name,
+                email=f"{name}@example.com",
+            )  # fmt: skip
+            set_meter(customer, 900, NOW)  # 90% of 1,000 subscribers: the rule fires for the good ones
+            customers[name] = customer.pk
+        request_evaluation(workspace=tenant.workspace, customer_ids=set(customers.values()), now=NOW)
+        rows = dict(EvaluationRequest.objects.values_list("customer_id", "pk"))
+
+        # The batch fails, the customers are evaluated one by one, and the first failure is re-raised
+        # (so the task is seen to fail) after the others are done.
+        with pytest.raises(ValueError):
+            services.evaluate_requests(request_ids=[rows[customers["ada"]]], now=NOW, fill_to=10)
+
+        opened = dict(Opportunity.objects.values_list("customer__external_id", "status"))
+        assert opened == {"ada": "open", "cy": "open"}
+        due = OpportunityStep.objects.filter(status="due").values_list("opportunity__customer__external_id", flat=True)
+        assert sorted(due) == ["ada", "cy"]  # committed; the offers sweeper publishes them
+        state = {
+            request.customer_id: (request.claimed_at is not None, request.done_at is not None)
+            for request in EvaluationRequest.objects.all()
+        }
+        assert state == {customers["ada"]: (True, True), customers["cy"]: (True, True),
+                         customers["bob"]: (True, False)}  # fmt: skip
+
+        # The bad customer's row stays claimed until its lease runs out, then it is reopened for a retry.
+        assert services.requeue_abandoned_evaluations(now=NOW + timedelta(minutes=1)) == []
+        reopened = services.requeue_abandoned_evaluations(now=NOW + services.EVALUATION_LEASE + timedelta(seconds=1))
+        assert [workspace_id for workspace_id, _request in reopened] == [tenant.workspace.pk]
+        retry = EvaluationRequest.objects.get(pk=reopened[0][1])
+        assert retry.customer_id == customers["bob"] and retry.claimed_at is None and retry.done_at is None
