@@ -7,7 +7,7 @@ so the per-customer work in triggers.engine is only what the customer's own fact
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from billing.models import Plan
 from triggers.evaluation import EVENT_KINDS, LIMIT_KINDS, Stage, ladder
@@ -54,7 +54,12 @@ class RuleSpec:
     """A rule with its ladder and the constants its evaluation needs, derived once per context."""
 
     rule: Rule
+    pk: int
     rungs: list[Stage]
+    # evaluation.rule_signal's arguments that depend on the rule only.
+    signal_args: dict[str, Any]
+    # The plan offered, by the customer's current plan id (engine.offer_target depends on no customer).
+    targets: dict[int, Plan | None]
     # Each rung's threshold, lowest first (the ladder is sorted): the reached stage is a bisection.
     ats: list[int]
     # Stage key -> index of its first rung (engine.stage_rank without the scan).
@@ -66,7 +71,12 @@ def _spec(rule: Rule) -> RuleSpec:
     ranks: dict[str, int] = {}
     for index, rung in enumerate(rungs):
         ranks.setdefault(rung.key, index)
-    return RuleSpec(rule, rungs, [rung.at for rung in rungs], ranks)
+    signal_args = {
+        "kind": rule.kind, "rule_id": rule.pk, "meter_key": rule.meter_key, "event_name": rule.event_name,
+        "threshold_percent": rule.threshold_percent, "threshold_count": rule.threshold_count,
+        "window_days": rule.window_days, "first_stage_at": rungs[0].at,
+    }  # fmt: skip
+    return RuleSpec(rule, rule.pk, rungs, signal_args, {}, [rung.at for rung in rungs], ranks)
 
 
 def _fires_without_facts(spec: RuleSpec) -> bool:
@@ -101,8 +111,6 @@ class WorkspaceContext:
     always: list[RuleSpec] = field(init=False)
     by_meter: dict[str, list[RuleSpec]] = field(init=False)
     counted: dict[int, RuleSpec] = field(init=False)
-    # (rule id, current plan id) -> the plan offered (engine.offer_target), filled as customers need it.
-    targets: dict[tuple[int, int], Plan | None] = field(init=False)
 
     def __post_init__(self) -> None:
         specs = {rule.pk: _spec(rule) for rule in self.rules}
@@ -124,7 +132,6 @@ class WorkspaceContext:
             "always": always,
             "by_meter": by_meter,
             "counted": counted,
-            "targets": {},
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)  # frozen: set once, here

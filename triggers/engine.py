@@ -82,12 +82,11 @@ def uplift_cents(rule: Rule, subscription: LiveSubscription, target: Plan) -> in
     return max((target.monthly_amount_cents - subscription.plan.monthly_amount_cents) * subscription.quantity, 0)
 
 
-def _target(context: WorkspaceContext, rule: Rule, plan: Plan) -> Plan | None:
-    """offer_target, once per (rule, plan) per context: it depends on no customer."""
-    key = (rule.pk, plan.pk)
-    if key not in context.targets:
-        context.targets[key] = offer_target(rule, plan, context.plans)
-    return context.targets[key]
+def _target(spec: RuleSpec, plan: Plan, plans: list[Plan]) -> Plan | None:
+    """offer_target, once per rule and current plan per context: it depends on no customer."""
+    if plan.id not in spec.targets:
+        spec.targets[plan.id] = offer_target(spec.rule, plan, plans)
+    return spec.targets[plan.id]
 
 
 def _specs_for(state: CustomerState, context: WorkspaceContext) -> list[RuleSpec]:
@@ -113,24 +112,13 @@ def candidates_for(state: CustomerState, context: WorkspaceContext, now: datetim
     facts = state.facts
     for spec in _specs_for(state, context):
         rule, rungs = spec.rule, spec.rungs
-        signal = rule_signal(
-            kind=rule.kind,
-            rule_id=rule.pk,
-            meter_key=rule.meter_key,
-            event_name=rule.event_name,
-            threshold_percent=rule.threshold_percent,
-            threshold_count=rule.threshold_count,
-            window_days=rule.window_days,
-            facts=facts,
-            now=now,
-            first_stage_at=rungs[0].at,
-        )
+        signal = rule_signal(facts=facts, now=now, **spec.signal_args)
         if signal is None:
             continue
         # evaluation.reached_stage on the sorted ladder: the highest rung at or below the level.
         reached = bisect_right(spec.ats, signal.level) - 1
         stage = rungs[reached] if reached >= 0 else None
-        target = _target(context, rule, subscription.plan)
+        target = _target(spec, subscription.plan, context.plans)
         if stage is None or target is None:
             continue  # nothing to offer (already on the top tier)
         if rule.offer_type == Rule.OfferType.CROSS_SELL and target.product in state.owned_products:
@@ -141,7 +129,7 @@ def candidates_for(state: CustomerState, context: WorkspaceContext, now: datetim
                 spec, signal, stage, spec.ranks[stage.key], target, uplift_cents(rule, subscription, target), period
             )
         )
-    found.sort(key=lambda c: (-c.uplift, c.rule.pk))
+    found.sort(key=lambda c: (-c.uplift, c.spec.pk))
     return found
 
 
@@ -393,8 +381,8 @@ def _decide_customer(
     contact: _Recipient | None = None
     customer_reason = ""
     for candidate in candidates:
-        rule, period = candidate.rule, candidate.period
-        opportunity = decisions.opportunities.get((customer_id, rule.pk, period))
+        rule_id, period = candidate.spec.pk, candidate.period
+        opportunity = decisions.opportunities.get((customer_id, rule_id, period))
         steps = decisions.steps[_token(opportunity)] if opportunity is not None else []
         if opportunity is not None:
             if opportunity.status not in _LIVE:
@@ -412,7 +400,7 @@ def _decide_customer(
             opportunity = _Opportunity(
                 pk=None,
                 customer_id=customer_id,
-                rule_id=rule.pk,
+                rule_id=rule_id,
                 period=period,
                 status=Opportunity.Status.OPEN,
                 stage=candidate.stage.key,
@@ -422,7 +410,7 @@ def _decide_customer(
                 target_plan_id=candidate.target.pk,
                 estimated_uplift_cents=candidate.uplift,
             )
-            decisions.opportunities[(customer_id, rule.pk, period)] = opportunity
+            decisions.opportunities[(customer_id, rule_id, period)] = opportunity
             decisions.new_opportunities.append(opportunity)
         token = _token(opportunity)
         messaged_before = bool(steps)
@@ -510,7 +498,7 @@ def evaluate_batch(*, customer_ids: list[int], now: datetime, context: Workspace
         return []  # nothing fires: no lock, no write
     with transaction.atomic():
         lock_customers(list(firing))
-        wanted = {cid: {(c.rule.pk, c.period) for c in found} for cid, found in firing.items()}
+        wanted = {cid: {(c.spec.pk, c.period) for c in found} for cid, found in firing.items()}
         decisions = _load_decision_state(wanted, context, now)
         for customer_id in sorted(firing):
             _decide_customer(customer_id=customer_id, state=states[customer_id], candidates=firing[customer_id],
