@@ -133,6 +133,7 @@ CELERY_BEAT_SCHEDULE = {
     "ensure-event-partitions": {"task": "triggers.tasks.ensure_event_partitions", "schedule": timedelta(hours=6)},
     "sweep-trigger-rules": {"task": "triggers.tasks.sweep_rules", "schedule": timedelta(minutes=15)},
     "fold-meters": {"task": "triggers.tasks.fold_meters", "schedule": timedelta(seconds=60)},
+    "prune-evaluation-outbox": {"task": "triggers.tasks.prune_evaluation_outbox", "schedule": timedelta(minutes=10)},
 }
 CELERY_BEAT_SCHEDULE["stripe-reconcile"] = {"task": "billing.tasks.reconcile_all", "schedule": timedelta(hours=1)}
 CELERY_BEAT_SCHEDULE["stripe-event-sweep"] = {

@@ -82,7 +82,7 @@ def _meter_values(customer_ids: list[int], context: WorkspaceContext, month: str
     if not context.meter_keys:
         return values
     rows = Meter.objects.filter(
-        customer_id__in=customer_ids, key__in=context.meter_keys, period__in=(month, "all")
+        customer_id__any=customer_ids, key__in=context.meter_keys, period__in=(month, "all")
     ).values_list("customer_id", "key", "period", "value")
     for customer_id, key, period, value in rows:
         definition = context.definitions.get(key)

@@ -89,6 +89,12 @@ def fold_meters() -> int:
     return len(workspace_ids)
 
 
+@shared_task(name="triggers.tasks.prune_evaluation_outbox")
+def prune_evaluation_outbox() -> int:
+    """Delete outbox rows finished more than the retention window ago, in chunks."""
+    return services.prune_finished_evaluations(now=timezone.now())
+
+
 @shared_task(name="triggers.tasks.ensure_event_partitions")
 def ensure_event_partitions() -> int:
     """Create the coming months' event partitions ahead of time (PostgreSQL; a no-op on SQLite)."""
