@@ -128,9 +128,9 @@ class EvaluationRequest(TenantModel):
     evaluation. A sweeper re-publishes requests that were never claimed or whose worker died.
     """
 
-    # No index of its own: a workspace-only index let the planner, with statistics older than a busy
-    # workspace's outbox, answer "these ids of this workspace" by reading every row the workspace
-    # ever had (11-14 ms per claim, growing). `pending_evaluation_order` serves the workspace's reads.
+    # No index of its own: `one_pending_evaluation` starts with the workspace for its pending rows,
+    # finished rows are pruned, and a workspace-only index let the planner (with statistics older
+    # than a busy outbox) claim "these ids" by reading every row the workspace ever had.
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False)
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
     created_at = models.DateTimeField()  # when the customer first needed this evaluation (later events coalesce)
@@ -147,14 +147,7 @@ class EvaluationRequest(TenantModel):
                 fields=["workspace", "customer"], condition=Q(claimed_at__isnull=True), name="one_pending_evaluation"
             )
         ]
-        indexes = [
-            models.Index(fields=["done_at", "created_at"]),
-            # Only the pending rows, in id order: claiming a task's rows and filling a batch with the
-            # oldest others read this small index instead of the workspace's whole history.
-            models.Index(
-                fields=["workspace", "id"], condition=Q(claimed_at__isnull=True), name="pending_evaluation_order"
-            ),
-        ]
+        indexes = [models.Index(fields=["done_at", "created_at"])]
 
 
 class Rule(TenantModel):
