@@ -184,7 +184,11 @@ def fold(workspace_id: int) -> None:
                     "meter": Meter._meta.db_table,
                     "customer": Customer._meta.db_table,
                 }
-                cursor.execute(_FOLD_SQL.format(**tables), {"workspace": workspace_id, "cap": _SATURATED})
+                # JIT off: the rare mixed-slot subquery makes the estimated cost look huge, and
+                # compiling the statement took ~0.7 s, three times the fold itself.
+                cursor.execute(
+                    "SET LOCAL jit = off; " + _FOLD_SQL.format(**tables), {"workspace": workspace_id, "cap": _SATURATED}
+                )
             return
         _fold_portably(workspace_id)
 
