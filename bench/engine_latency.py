@@ -171,7 +171,11 @@ def main() -> None:
     poller.join(timeout=150)
     drained_in = time.monotonic() - stopped_at[0]
     worker.terminate()
-    worker.wait(timeout=30)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a warm shutdown can outlast a deep queue; the figures are taken
+        worker.kill()
+        worker.wait()
     latencies = [seen[c] - acked[c] for c in acked if c in seen]
     with tenant_scope(workspace_id):
         evaluations = EvaluationRequest.objects.filter(done_at__isnull=False).count()
