@@ -156,8 +156,12 @@ WITH claimed AS (
                       AND NOT x.is_set AND x.seq > p.last_set[1]), 0)
                 ELSE p.last_set[2] END AS amount
     FROM per_slot AS p
-    -- A customer deleted since: its meters went with it (cascade), so its deltas are dropped.
-    WHERE EXISTS (SELECT FROM {customer} AS cu WHERE cu.id = p.customer_id)
+    -- A customer deleted since: its meters went with it (cascade), so its deltas are dropped. The
+    -- slots' customer ids are probed in the primary key: EXISTS was planned as a hash join over
+    -- every customer of the database, on every fold.
+    WHERE p.customer_id IN (
+        SELECT cu.id FROM {customer} AS cu WHERE cu.id = ANY(ARRAY(SELECT DISTINCT customer_id FROM per_slot))
+    )
 ), gauges AS (
     INSERT INTO {meter} (workspace_id, customer_id, key, period, value, updated_at)
     SELECT %(workspace)s, customer_id, key, period, least(greatest(amount, -%(cap)s), %(cap)s), updated_at
