@@ -149,8 +149,11 @@ def test_kill9_worker_repeatedly_during_evaluation_and_delivery_sends_every_emai
         time.sleep(rng.uniform(0.2, 0.9))
         worker.kill9()
         kills += 1
+        # Taken at the death, not after the replacement is up: start_worker waits until the new
+        # worker is ready, and claims it took by then are live ones that expire_leases must not age
+        # (aging one let a sweep's resend race the live send: a duplicate the product did not make).
+        last_death = timezone.now()
         worker = start_worker(private_redis.url, sink.port, f"kill9-{n}")
-    last_death = timezone.now()
     try:
         sweep_until_done(app, tenant.workspace.pk, customers, last_death, timeout=120)
         time.sleep(2.0)  # room for a wrongly duplicated send to arrive
