@@ -241,11 +241,16 @@ def claim_evaluations(*, request_ids: list[int], now: datetime, fill_to: int = 0
         if claimed and room > 0 and connection.vendor == "postgresql":
             # Any pending rows, not the oldest: sorting the whole backlog cost more than evaluating.
             # Filling only gets rows evaluated sooner; each row's own task still claims it otherwise.
-            cursor.execute(
-                f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE workspace_id = %s "
-                "AND claimed_at IS NULL LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, customer_id",
-                [now, workspace_id, room],
-            )
+            # Through the pending rows' index, always: planned from statistics taken while the outbox
+            # was empty (a new database, autovacuum behind), a sequential scan read every finished row
+            # on each fill, and the worker fell further behind as the outbox grew.
+            with transaction.atomic():
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                cursor.execute(
+                    f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE workspace_id = %s "
+                    "AND claimed_at IS NULL LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, customer_id",
+                    [now, workspace_id, room],
+                )
             claimed.update(cursor.fetchall())
     return claimed
 
