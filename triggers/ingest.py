@@ -93,60 +93,63 @@ def _find(
 # rows cannot deadlock) and updated from typed arrays, in one round trip. ``||`` on jsonb objects is
 # the same shallow merge as ``{**stored, **sent}``. (Django's bulk_update builds a CASE per row and
 # column: it cost more than the rest of a single-event request.)
-_LOCK_IN_ORDER = (
-    "SELECT id FROM {table} WHERE workspace_id = %s AND external_id = ANY(%s) ORDER BY external_id FOR UPDATE; "
-)
+def _update_in_key_order(
+    model: type[Customer] | type[Contact],
+    workspace: Workspace,
+    keys: list[str],
+    assignments: str,
+    columns: dict[str, tuple[str, list[Any]]],
+    returning: str = "",
+) -> list[tuple[Any, ...]]:
+    """UPDATE the workspace's rows with these external ids from per-row values (``u.<column>``)."""
+    table = model._meta.db_table
+    arrays = ", ".join(f"%s::{sql_type}[]" for sql_type, _values in columns.values())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE workspace_id = %s AND external_id = ANY(%s) ORDER BY external_id FOR UPDATE; "
+            f"UPDATE {table} AS c SET {assignments} "
+            f"FROM unnest(%s::varchar[], {arrays}) AS u(external_id, {', '.join(columns)}) "
+            f"WHERE c.workspace_id = %s AND c.external_id = u.external_id {returning}",
+            [workspace.pk, keys, keys, *(values for _sql_type, values in columns.values()), workspace.pk],
+        )
+        return cursor.fetchall() if returning else []
 
 
 def _merge_customer_traits(workspace: Workspace, changes: list[tuple[str, dict[str, Any]]]) -> None:
-    table = Customer._meta.db_table
-    keys = [key for key, _traits in changes]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _LOCK_IN_ORDER.format(table=table) + f"UPDATE {table} AS c SET traits = c.traits || u.traits, "
-            "name = CASE WHEN u.name <> '' THEN u.name ELSE c.name END "
-            "FROM unnest(%s::varchar[], %s::jsonb[], %s::varchar[]) AS u(external_id, traits, name) "
-            "WHERE c.workspace_id = %s AND c.external_id = u.external_id",
-            [
-                workspace.pk,
-                keys,
-                keys,
-                [_json_text(traits) for _key, traits in changes],
-                [str(traits.get("name") or "") for _key, traits in changes],
-                workspace.pk,
-            ],
-        )
+    _update_in_key_order(
+        Customer,
+        workspace,
+        [key for key, _traits in changes],
+        "traits = c.traits || u.traits, name = CASE WHEN u.name <> '' THEN u.name ELSE c.name END",
+        {
+            "traits": ("jsonb", [_json_text(traits) for _key, traits in changes]),
+            "name": ("varchar", [str(traits.get("name") or "") for _key, traits in changes]),
+        },
+    )
 
 
 def _merge_contacts(
     workspace: Workspace, changes: list[tuple[str, dict[str, Any]]]
 ) -> dict[str, tuple[int, int | None]]:
     """Apply identify traits and customer links; returns each contact's id and (new) customer id."""
-    table = Contact._meta.db_table
-    keys = [key for key, _change in changes]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _LOCK_IN_ORDER.format(table=table) + f"UPDATE {table} AS c SET traits = c.traits || u.traits, "
-            "email = CASE WHEN u.email <> '' THEN u.email ELSE c.email END, "
-            "name = CASE WHEN u.name <> '' THEN u.name ELSE c.name END, "
-            "customer_id = CASE WHEN u.relink THEN u.customer_id ELSE c.customer_id END "
-            "FROM unnest(%s::varchar[], %s::jsonb[], %s::varchar[], %s::varchar[], %s::bigint[], %s::boolean[]) "
-            "AS u(external_id, traits, email, name, customer_id, relink) "
-            "WHERE c.workspace_id = %s AND c.external_id = u.external_id "
-            "RETURNING c.external_id, c.id, c.customer_id",
-            [
-                workspace.pk,
-                keys,
-                keys,
-                [_json_text(change.get("traits", {})) for _key, change in changes],
-                [change.get("email") or "" for _key, change in changes],
-                [change.get("name") or "" for _key, change in changes],
-                [change.get("customer_id") for _key, change in changes],
-                ["customer_id" in change for _key, change in changes],
-                workspace.pk,
-            ],
-        )
-        return {external_id: (pk, customer_id) for external_id, pk, customer_id in cursor.fetchall()}
+    rows = _update_in_key_order(
+        Contact,
+        workspace,
+        [key for key, _change in changes],
+        "traits = c.traits || u.traits, "
+        "email = CASE WHEN u.email <> '' THEN u.email ELSE c.email END, "
+        "name = CASE WHEN u.name <> '' THEN u.name ELSE c.name END, "
+        "customer_id = CASE WHEN u.relink THEN u.customer_id ELSE c.customer_id END",
+        {
+            "traits": ("jsonb", [_json_text(change.get("traits", {})) for _key, change in changes]),
+            "email": ("varchar", [change.get("email") or "" for _key, change in changes]),
+            "name": ("varchar", [change.get("name") or "" for _key, change in changes]),
+            "customer_id": ("bigint", [change.get("customer_id") for _key, change in changes]),
+            "relink": ("boolean", ["customer_id" in change for _key, change in changes]),
+        },
+        returning="RETURNING c.external_id, c.id, c.customer_id",
+    )
+    return {external_id: (pk, customer_id) for external_id, pk, customer_id in rows}
 
 
 def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, int]:
