@@ -46,6 +46,8 @@ class SmtpSink:
 
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
+    # time.monotonic() at which each message in `messages` was accepted (same order).
+    accepted_at: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
 
@@ -53,6 +55,7 @@ class SmtpSink:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
+            self.accepted_at.append(time.monotonic())
         return "250 Message accepted for delivery"
 
     def start(self) -> SmtpSink:
@@ -67,6 +70,7 @@ class SmtpSink:
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.accepted_at.clear()
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:
