@@ -37,13 +37,19 @@ class Changes:
     """What one request does to meters: amounts to add (count, sum) and latest values to set (gauge)."""
 
     increments: dict[Slot, Decimal | int]
-    gauges: dict[Slot, Decimal]
+    gauges: dict[Slot, Decimal | int]
 
     def __bool__(self) -> bool:
         return bool(self.increments or self.gauges)
 
 
-def _number(value: object) -> Decimal | None:
+_MAX_WHOLE_AMOUNT = int(MAX_METER_AMOUNT)
+
+
+def _number(value: object) -> Decimal | int | None:
+    """The amount a property holds, exactly: an int stays an int (the common case, and cheaper than Decimal)."""
+    if type(value) is int:
+        return value if -_MAX_WHOLE_AMOUNT < value < _MAX_WHOLE_AMOUNT else None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
@@ -78,28 +84,45 @@ def specs(workspace_id: int) -> list[MeterSpec]:
 
 def changes_for(definitions: list[MeterSpec], rows: list[tuple[ValidEvent, int | None, int | None]]) -> Changes:
     """Per (customer, meter, period) of these new events: the amount to add and the latest gauge value."""
-    by_event: dict[str, list[MeterSpec]] = defaultdict(list)
+    # Per event name: (key, monthly?, aggregation, property), unpacked once rather than per event.
+    by_event: dict[str, list[tuple[str, bool, str, str]]] = defaultdict(list)
     for definition in definitions:
-        by_event[definition.event_name].append(definition)
-    # Counts stay ints (cheaper to add and to encode than Decimal); sums are Decimal for exactness.
+        by_event[definition.event_name].append(
+            (
+                definition.key,
+                definition.reset == MeterDefinition.Reset.MONTHLY,
+                definition.aggregation,
+                definition.property_name,
+            )
+        )
+    count, total = MeterDefinition.Aggregation.COUNT.value, MeterDefinition.Aggregation.SUM.value
+    # Counts and whole sums stay ints (cheaper to add and to encode than Decimal); others are Decimal, exact.
     increments: dict[Slot, Decimal | int] = {}
-    gauges: dict[Slot, tuple[datetime, Decimal]] = {}
+    gauges: dict[Slot, tuple[datetime, Decimal | int]] = {}
     for event, customer_id, _contact_id in rows:
-        if customer_id is None or event.type != "track" or event.event not in by_event:
+        if customer_id is None or event.type != "track":
             continue
-        month = f"{event.timestamp.year:04d}-{event.timestamp.month:02d}"
-        for definition in by_event[event.event]:
-            slot = (customer_id, definition.key, month if definition.reset == MeterDefinition.Reset.MONTHLY else "all")
-            if definition.aggregation == MeterDefinition.Aggregation.COUNT:
+        wanted = by_event.get(event.event)
+        if wanted is None:
+            continue
+        timestamp = event.timestamp
+        month = ""
+        for key, monthly, aggregation, property_name in wanted:
+            if monthly:
+                month = month or f"{timestamp.year:04d}-{timestamp.month:02d}"
+                slot = (customer_id, key, month)
+            else:
+                slot = (customer_id, key, "all")
+            if aggregation == count:
                 increments[slot] = increments.get(slot, 0) + 1
                 continue
-            amount = _number(event.properties.get(definition.property_name))
+            amount = _number(event.properties.get(property_name))
             if amount is None:
                 continue
-            if definition.aggregation == MeterDefinition.Aggregation.SUM:
+            if aggregation == total:
                 increments[slot] = increments.get(slot, 0) + amount
-            elif slot not in gauges or gauges[slot][0] <= event.timestamp:
-                gauges[slot] = (event.timestamp, amount)
+            elif slot not in gauges or gauges[slot][0] <= timestamp:
+                gauges[slot] = (timestamp, amount)
     return Changes(increments, {slot: value for slot, (_at, value) in gauges.items()})
 
 
@@ -114,8 +137,14 @@ def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
     """Append one request's meter changes; call inside the ingest transaction."""
     if not changes:
         return
-    slots: list[list[Any]] = [[*slot, _json_amount(amount), False] for slot, amount in changes.increments.items()]
-    slots += [[*slot, _json_amount(amount), True] for slot, amount in changes.gauges.items()]
+    slots: list[tuple[Any, ...]] = [
+        (*slot, amount if type(amount) is int else _json_amount(amount), False)
+        for slot, amount in changes.increments.items()
+    ]
+    slots += [
+        (*slot, amount if type(amount) is int else _json_amount(amount), True)
+        for slot, amount in changes.gauges.items()
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)",
