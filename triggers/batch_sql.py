@@ -41,6 +41,19 @@ def id_array(values: Sequence[int]) -> str:
     return "{" + ",".join(str(int(value)) for value in values) + "}"
 
 
+def text_array(values: Sequence[str]) -> str:
+    """`values` as a PostgreSQL array literal ('{"a","b"}'), to be cast to text[] or varchar[].
+
+    psycopg2 adapts a list element by element (~0.5 µs each: 0.2 ms for the 500 ids of a batch,
+    several times per request), and PostgreSQL then folds 500 constants while planning; one string
+    costs neither. Every element is quoted, so commas, braces, spaces and the word NULL stay text.
+    """
+    joined = "".join(values)
+    if "\\" in joined or '"' in joined:
+        values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
+    return '{"' + '","'.join(values) + '"}' if values else "{}"
+
+
 def one_of(column: str, values: Sequence[object]) -> tuple[str, list[Any]]:
     """`column` is one of a few values (statuses, event names, rule ids): an IN list on every database."""
     if not values:

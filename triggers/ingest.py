@@ -19,6 +19,7 @@ from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
 from triggers import meters
+from triggers.batch_sql import id_array, text_array
 from triggers.models import EvaluationRequest, Event, EventReceipt
 from triggers.segment import ValidEvent
 
@@ -40,12 +41,24 @@ def _rows_source(
     type than to execute, and psycopg2 more to quote, than the upsert itself.
     """
     if connection.vendor == "postgresql":
-        columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in types]
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in types]
         arrays = ", ".join(f"%s::{sql_type}[]" for sql_type in types)
         extra = "".join(", %s" for _ in constants)
-        return f"SELECT *{extra} FROM unnest({arrays})", [*constants, *columns]
+        return f"SELECT *{extra} FROM unnest({arrays})", [
+            *constants,
+            *(_pg_array(sql_type, column) for sql_type, column in zip(types, columns, strict=True)),
+        ]
     placeholders = "(" + ", ".join(["%s"] * (len(types) + len(constants))) + ")"
     return "VALUES " + ", ".join([placeholders] * len(rows)), [v for row in rows for v in (*row, *constants)]
+
+
+def _pg_array(sql_type: str, values: list[Any]) -> Any:
+    """An array parameter: one literal string for ids and text (see batch_sql.text_array), else the list."""
+    if sql_type == "bigint" and None not in values:
+        return id_array(values)
+    if sql_type == "varchar":
+        return text_array(values)
+    return values
 
 
 def _claim_message_ids(workspace: Workspace, events: list[ValidEvent], now: datetime) -> set[str]:
@@ -60,7 +73,7 @@ def _claim_message_ids(workspace: Workspace, events: list[ValidEvent], now: date
                 f"INSERT INTO {table} (workspace_id, message_id, received_at) "
                 "SELECT %s, m, %s FROM unnest(%s::varchar[]) AS m ORDER BY m "
                 "ON CONFLICT DO NOTHING RETURNING message_id",
-                [workspace.pk, now, ids],
+                [workspace.pk, now, text_array(ids)],
             )
         else:
             cursor.execute(
@@ -78,7 +91,7 @@ def _find(
     """Rows of the workspace's customers or contacts with these external ids: (external_id, *columns)."""
     params: list[Any]
     if connection.vendor == "postgresql":
-        match, params = "= ANY(%s)", [external_ids]
+        match, params = "= ANY(%s::text[])", [text_array(external_ids)]
     else:
         match, params = f"IN ({', '.join(['%s'] * len(external_ids))})", list(external_ids)
     with connection.cursor() as cursor:
@@ -106,11 +119,18 @@ def _update_in_key_order(
     arrays = ", ".join(f"%s::{sql_type}[]" for sql_type, _values in columns.values())
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {table} WHERE workspace_id = %s AND external_id = ANY(%s) ORDER BY external_id FOR UPDATE; "
+            f"SELECT id FROM {table} WHERE workspace_id = %s AND external_id = ANY(%s::text[]) "
+            "ORDER BY external_id FOR UPDATE; "
             f"UPDATE {table} AS c SET {assignments} "
             f"FROM unnest(%s::varchar[], {arrays}) AS u(external_id, {', '.join(columns)}) "
             f"WHERE c.workspace_id = %s AND c.external_id = u.external_id {returning}",
-            [workspace.pk, keys, keys, *(values for _sql_type, values in columns.values()), workspace.pk],
+            [
+                workspace.pk,
+                text_array(keys),
+                text_array(keys),
+                *(_pg_array(sql_type, values) for sql_type, values in columns.values()),
+                workspace.pk,
+            ],
         )
         return cursor.fetchall() if returning else []
 
