@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 
+from accounts.cache_outage import fail_open
+
 
 def _redis_incr(backend: RedisCache, key: str, ttl: int) -> int:
     """INCR and set the expiry in one round trip (MULTI/EXEC pipeline): atomic across processes."""
@@ -23,6 +25,20 @@ def _redis_incr(backend: RedisCache, key: str, ttl: int) -> int:
     pipe.expire(key, ttl, nx=True)
     count, _ = pipe.execute()
     return int(count)
+
+
+@fail_open(None)
+def _count(key: str, ttl: int) -> int:
+    """This request's number in the window, or None when the cache cannot count it."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        return _redis_incr(backend, backend.make_and_validate_key(key), ttl)
+    cache.add(key, 0, timeout=ttl)
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # expired between add and incr: this request opens the window
+        cache.add(key, 1, timeout=ttl)
+        return 1
 
 
 @dataclass(frozen=True)
@@ -40,15 +56,8 @@ def hit(*, bucket: str, limit: int, window_seconds: int = 1, clock: float | None
     key = f"ratelimit:{bucket}:{window_seconds}:{window}"
     # The key outlives its window a little so a slow clock on another process cannot reopen it.
     ttl = window_seconds * 2 + 1
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        count = _redis_incr(backend, backend.make_and_validate_key(key), ttl)
-    else:
-        cache.add(key, 0, timeout=ttl)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr: this request opens the window
-            cache.add(key, 1, timeout=ttl)
-            count = 1
+    count = _count(key, ttl)
+    if count is None:  # the cache is down: the limit is skipped rather than the request refused
+        return Decision(allowed=True, limit=limit, remaining=limit, retry_after=1)
     retry_after = max(1, math.ceil((window + 1) * window_seconds - now))
     return Decision(allowed=count <= limit, limit=limit, remaining=max(0, limit - count), retry_after=retry_after)

@@ -9,34 +9,12 @@ out from everywhere. API keys: invalid keys per IP per window, then 429 until th
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def _fail_open(default: T) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """A cache outage must not take logins and the API down with it: the brake is skipped, loudly."""
-
-    def decorate(func: Callable[..., T]) -> Callable[..., T]:
-        def guarded(*args: object, **kwargs: object) -> T:
-            try:
-                return func(*args, **kwargs)
-            except Exception:  # the cache backend's connection errors have no common base class
-                logger.warning("throttle cache unavailable; %s skipped", func.__name__, exc_info=True)
-                return default
-
-        guarded.__name__ = func.__name__
-        guarded.__doc__ = func.__doc__
-        return guarded
-
-    return decorate
+from accounts.cache_outage import fail_open
 
 
 def _key(*parts: str) -> str:
@@ -54,7 +32,7 @@ def _incr(key: str, timeout: int) -> int:
         return 1
 
 
-@_fail_open(0)
+@fail_open(0)
 def login_lock_seconds(*, email: str, ip: str, now: float | None = None) -> int:
     """Seconds until `email` may try again from `ip`; 0 when not locked."""
     now = time.time() if now is None else now
@@ -65,7 +43,7 @@ def login_lock_seconds(*, email: str, ip: str, now: float | None = None) -> int:
     return max(0, int(locked_until - now + 0.999))
 
 
-@_fail_open(0)
+@fail_open(0)
 def record_login_failure(*, email: str, ip: str, now: float | None = None) -> int:
     """Count a failed login; returns the lock now in force in seconds (0 while failures are free)."""
     now = time.time() if now is None else now
@@ -84,20 +62,20 @@ def record_login_failure(*, email: str, ip: str, now: float | None = None) -> in
     return lock
 
 
-@_fail_open(None)
+@fail_open(None)
 def clear_login_failures(*, email: str, ip: str) -> None:
     """A successful login forgives the pair's failures (not the IP's budget)."""
     account = email.strip().lower()
     cache.delete_many([_key("login-fail", account, ip), _key("login-lock", account, ip)])
 
 
-@_fail_open(False)
+@fail_open(False)
 def api_key_blocked(*, ip: str) -> bool:
     """True when `ip` presented too many invalid keys in the current window."""
     return int(cache.get(_key("api-key-fail", ip)) or 0) >= settings.API_KEY_FAILURES_PER_WINDOW
 
 
-@_fail_open(None)
+@fail_open(None)
 def record_api_key_failure(*, ip: str) -> None:
     _incr(_key("api-key-fail", ip), settings.THROTTLE_WINDOW_SECONDS)
 

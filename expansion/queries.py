@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, When
 from django.db.models.functions import TruncMonth
 
+from accounts.cache_outage import fail_open
 from accounts.models import Customer
 from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement
@@ -97,11 +98,21 @@ def ledger_version() -> int:
 
 def _cached(name: str, version: int, compute: Any) -> Any:
     key = f"uplift:dash:{current_workspace_id()}:{version}:{name}"
-    value = cache.get(key)
+    value = _cache_get(key)
     if value is None:
         value = compute()
-        cache.set(key, value, CACHE_SECONDS)
+        _cache_set(key, value)
     return value
+
+
+@fail_open(None)
+def _cache_get(key: str) -> Any:
+    return cache.get(key)
+
+
+@fail_open(None)
+def _cache_set(key: str, value: Any) -> None:
+    cache.set(key, value, CACHE_SECONDS)
 
 
 @dataclass(frozen=True)

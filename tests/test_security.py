@@ -363,10 +363,20 @@ def test_a_cache_outage_skips_the_brakes_instead_of_failing_logins_and_the_api(t
     dead = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}  # fmt: skip
     with override_settings(CACHES=dead):
         assert login(Client(), tenant_a.user.email, "wrong password").status_code == 200
-        assert login(Client(), tenant_a.user.email, PASSWORD).status_code == 302
+        founder = Client()
+        assert login(founder, tenant_a.user.email, PASSWORD).status_code == 302
         assert Client().get("/v1/prompts", {"userId": "u"}, **tenant_a.basic()).status_code == 200
         bad = Client().get("/v1/prompts", {"userId": "u"}, **tenant_a.basic(f"upl_wk_{'a' * 12}_{'B' * 32}"))
         assert bad.status_code == 401
+        # The ingest rate limit and the dashboard's cached figures are skipped too (both were 500s
+        # in bench/load_mixed.py's Redis crash), and the event is stored.
+        event = {"messageId": "outage-1", "userId": "u", "event": "Signed In"}
+        tracked = Client().post("/v1/track", event, content_type="application/json", **tenant_a.basic())
+        assert tracked.status_code == 200 and tracked.json()["stored"] == 1
+        dashboard = founder.get("/dashboard/")
+        assert dashboard.status_code == 200 and b"Revenue impact" in dashboard.content
+    with tenant_scope(tenant_a.workspace):
+        assert list(Event.objects.values_list("message_id", flat=True)) == ["outage-1"]
 
 
 @pytest.mark.browser
