@@ -137,14 +137,8 @@ def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
     """Append one request's meter changes; call inside the ingest transaction."""
     if not changes:
         return
-    slots: list[tuple[Any, ...]] = [
-        (*slot, amount if type(amount) is int else _json_amount(amount), False)
-        for slot, amount in changes.increments.items()
-    ]
-    slots += [
-        (*slot, amount if type(amount) is int else _json_amount(amount), True)
-        for slot, amount in changes.gauges.items()
-    ]
+    slots: list[tuple[Any, ...]] = [(*slot, _json_amount(amount), False) for slot, amount in changes.increments.items()]
+    slots += [(*slot, _json_amount(amount), True) for slot, amount in changes.gauges.items()]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)",
@@ -230,7 +224,7 @@ def fold(workspace_id: int) -> None:
 
 
 def workspaces_with_pending_deltas() -> list[int]:
-    return sorted(set(MeterDelta.all_workspaces.values_list("workspace_id", flat=True).distinct()))
+    return list(MeterDelta.all_workspaces.order_by("workspace_id").values_list("workspace_id", flat=True).distinct())
 
 
 def _fold_portably(workspace_id: int) -> None:

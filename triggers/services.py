@@ -261,8 +261,9 @@ def finish_evaluation(*, request_id: int, now: datetime) -> None:
     finish_evaluations(request_ids=[request_id], now=now)
 
 
-# A deadlock victim's statement is retried this many times (PostgreSQL rolled back only that statement).
-DEADLOCK_RETRIES = 3
+# Tries of the finishing statement when PostgreSQL picks it as a deadlock victim (it undoes only
+# that statement's transaction or savepoint, so trying again is safe).
+FINISH_TRIES = 3
 
 
 def finish_evaluations(*, request_ids: list[int], now: datetime) -> None:
@@ -274,13 +275,13 @@ def finish_evaluations(*, request_ids: list[int], now: datetime) -> None:
     """
     if not request_ids:
         return
-    for attempt in range(1, DEADLOCK_RETRIES + 1):
+    for attempt in range(1, FINISH_TRIES + 1):
         try:
             with transaction.atomic():  # inside a transaction, a savepoint: only this statement is undone
                 EvaluationRequest.objects.filter(pk__any=request_ids).update(done_at=now)
             return
         except OperationalError as error:
-            if not _is_deadlock(error) or attempt == DEADLOCK_RETRIES:
+            if not _is_deadlock(error) or attempt == FINISH_TRIES:
                 raise
             logger.warning("finishing %d evaluations deadlocked; retrying (%d)", len(request_ids), attempt)
             time.sleep(0.05 * attempt)
