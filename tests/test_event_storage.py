@@ -79,3 +79,25 @@ def test_copy_stores_tabs_newlines_backslashes_and_quotes_exactly(tenant_a):
     assert event.properties == call["properties"]
     assert event.context == call["context"]
     assert event.customer is not None and event.customer.external_id == f"org-{awkward}"
+
+
+def test_deleting_a_workspace_deletes_its_events_and_receipts_without_a_database_constraint(tenant_a, tenant_b):
+    """The hot tables have no foreign key to check per row (migration 0010); Django's collector still cascades."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f' "
+            "AND confrelid = 'accounts_workspace'::regclass "
+            "AND conrelid IN ('triggers_event'::regclass, 'triggers_eventreceipt'::regclass)"
+        )
+        assert cursor.fetchall() == []
+    for tenant in (tenant_a, tenant_b):
+        body = {"batch": [{"type": "track", "messageId": f"d{i}", "userId": "u1", "event": "X"} for i in range(2)]}
+        response = Client().post("/v1/batch", json.dumps(body), content_type="application/json", **tenant.basic())
+        assert response.status_code == 200
+    gone = tenant_a.workspace.pk
+    tenant_a.workspace.delete()
+    assert not Event.all_workspaces.filter(workspace_id=gone).exists()
+    assert not EventReceipt.all_workspaces.filter(workspace_id=gone).exists()
+    with tenant_scope(tenant_b.workspace):
+        assert Event.objects.count() == 2
+        assert EventReceipt.objects.count() == 2
