@@ -295,11 +295,6 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _NEEDS_COPY_ESCAPE = re.compile(r"[\\\t\n\r]")
 
 
-def _copy_escape(text: str) -> str:
-    # Searching first is cheaper than translating: almost no id or event name needs escaping.
-    return text.translate(_COPY_ESCAPES) if _NEEDS_COPY_ESCAPE.search(text) else text
-
-
 def _json_text(value: dict[str, Any]) -> str:
     try:
         return orjson.dumps(value).decode()
@@ -314,9 +309,13 @@ def _copy_lines(workspace_id: int, rows: list[tuple[ValidEvent, int | None, int 
     lines = []
     for event, customer_id, contact_id in rows:
         properties = {**event.properties, "traits": event.traits} if event.traits else event.properties
+        text = (event.message_id, event.event, event.user_id, event.anonymous_id, event.group_id)
+        # One search over the five texts: almost none needs escaping, and translating costs more.
+        if _NEEDS_COPY_ESCAPE.search("".join(text)) is not None:
+            text = tuple(value.translate(_COPY_ESCAPES) for value in text)
+        message_id, name, user_id, anonymous_id, group_id = text
         lines.append(
-            f"{workspace_id}\t{_copy_escape(event.message_id)}\t{event.type}\t{_copy_escape(event.event)}\t"
-            f"{_copy_escape(event.user_id)}\t{_copy_escape(event.anonymous_id)}\t{_copy_escape(event.group_id)}\t"
+            f"{workspace_id}\t{message_id}\t{event.type}\t{name}\t{user_id}\t{anonymous_id}\t{group_id}\t"
             f"{null if customer_id is None else customer_id}\t{null if contact_id is None else contact_id}\t"
             # JSON text has no raw tab or newline (they are escaped inside strings), only backslashes.
             f"{_json_text(properties).replace(backslash, escaped)}\t{_json_text(event.context).replace(backslash, escaped)}\t"
@@ -384,40 +383,80 @@ def _insert_events(workspace: Workspace, rows: list[tuple[ValidEvent, int | None
 
 
 def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: datetime) -> list[int]:
-    """Upsert one pending outbox row per customer; returns the ids of rows this call created, to publish.
+    """Make sure each customer has a pending outbox row this transaction holds a lock on.
 
-    DO UPDATE (not DO NOTHING) locks a pending row, so a worker claiming it waits for this
-    transaction and then sees its writes. A row that was already pending has had its task published
-    (or the sweeper will publish it), so it is not returned: republishing it on every request piled
-    up one redundant task per request under load. New rows are stamped as published now, because
-    the caller publishes them right after commit; if that publish is lost the sweeper redoes it.
+    Returns the ids of the rows this call created, to publish after commit. A row that was already
+    pending has had its task published (or the sweeper will publish it), so it is not returned:
+    republishing it on every request piled up one redundant task per request under load. The lock
+    makes a worker claiming the row wait for this transaction, so its evaluation sees these events.
+    New rows are stamped as published now, because the caller publishes them right after commit;
+    if that publish is lost the sweeper redoes it.
     """
     if not customer_ids:
         return []
-    table = EvaluationRequest._meta.db_table
     ordered = sorted(customer_ids)
-    source, params = _rows_source(("bigint",), [(customer_id,) for customer_id in ordered], (workspace.pk, now, now, 1))
-    upsert = (
-        f"INSERT INTO {table} (customer_id, workspace_id, created_at, last_published_at, publishes) "
-        f"{source} ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL "
-        # A no-op assignment of an unindexed column: it takes the row lock without touching any
-        # index, so PostgreSQL can update the row in place (HOT) however often customers are touched.
-        f"DO UPDATE SET publishes = {table}.publishes "
-    )
+    if connection.vendor == "postgresql":
+        return _share_or_create_pending(workspace, ordered, now)
+    # Elsewhere (SQLite, the embedded demo: one writer at a time, no row locks) the pending rows are
+    # read first and the rest inserted.
+    table = EvaluationRequest._meta.db_table
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # xmax is 0 on a row version this statement inserted, and set on one it updated (locked).
-            cursor.execute(upsert + "RETURNING id, (xmax = 0)", params)
-            return [row_id for row_id, inserted in cursor.fetchall() if inserted]
-        # Elsewhere (SQLite, the embedded demo: one writer at a time) the pending rows are known beforehand.
         cursor.execute(
             f"SELECT id FROM {table} WHERE workspace_id = %s AND claimed_at IS NULL AND customer_id IN "
             f"({', '.join(['%s'] * len(ordered))})",
             [workspace.pk, *ordered],
         )
         pending = {row[0] for row in cursor.fetchall()}
-        cursor.execute(upsert + "RETURNING id", params)
+        source, params = _rows_source(
+            ("bigint",), [(customer_id,) for customer_id in ordered], (workspace.pk, now, now, 1)
+        )
+        cursor.execute(
+            f"INSERT INTO {table} (customer_id, workspace_id, created_at, last_published_at, publishes) {source} "
+            "ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL DO NOTHING RETURNING id",
+            params,
+        )
         return [row[0] for row in cursor.fetchall() if row[0] not in pending]
+
+
+# One round: share-lock the customers' pending rows (in customer order, so concurrent requests
+# cannot deadlock) and insert a pending row for each customer that has none. FOR SHARE blocks a
+# worker's claim (an UPDATE) until this transaction ends, and two requests can both hold it; it
+# writes no new row version, where `ON CONFLICT DO UPDATE` rewrote every pending row each time a
+# customer was touched (~1.9 ms against ~0.9 ms for 500 customers). A customer in neither result
+# had a pending row committed by another request after this statement's snapshot was taken: the
+# next round locks (or, if a worker claimed it meanwhile, re-creates) it.
+_SHARE_OR_CREATE_SQL = """
+WITH locked AS (
+    SELECT customer_id FROM {table}
+    WHERE workspace_id = %(workspace)s AND claimed_at IS NULL AND customer_id = ANY(%(customers)s::bigint[])
+    ORDER BY customer_id FOR SHARE
+), created AS (
+    INSERT INTO {table} (customer_id, workspace_id, created_at, last_published_at, publishes)
+    SELECT c, %(workspace)s, %(now)s, %(now)s, 1 FROM unnest(%(customers)s::bigint[]) AS c
+    WHERE c <> ALL(ARRAY(SELECT customer_id FROM locked)) ORDER BY c
+    ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL DO NOTHING
+    RETURNING id, customer_id
+)
+SELECT id, customer_id FROM created UNION ALL SELECT NULL, customer_id FROM locked
+"""
+
+
+def _share_or_create_pending(workspace: Workspace, ordered: list[int], now: datetime) -> list[int]:
+    created: list[int] = []
+    remaining = ordered
+    with connection.cursor() as cursor:
+        while remaining:
+            cursor.execute(
+                _SHARE_OR_CREATE_SQL.format(table=EvaluationRequest._meta.db_table),
+                {"workspace": workspace.pk, "customers": id_array(remaining), "now": now},
+            )
+            covered = set()
+            for row_id, customer_id in cursor.fetchall():
+                covered.add(customer_id)
+                if row_id is not None:
+                    created.append(row_id)
+            remaining = [customer_id for customer_id in remaining if customer_id not in covered]
+    return created
 
 
 def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:
