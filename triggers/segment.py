@@ -66,7 +66,9 @@ class ItemError:
         return {"index": self.index, "field": self.field, "code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and building 500 of
+# them was a quarter of validating a batch. Nothing mutates an event after validation.
+@dataclass(slots=True)
 class ValidEvent:
     type: str
     message_id: str
