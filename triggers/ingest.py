@@ -309,7 +309,7 @@ def _copy_lines(workspace_id: int, rows: list[tuple[ValidEvent, int | None, int 
     lines = []
     for event, customer_id, contact_id in rows:
         properties = {**event.properties, "traits": event.traits} if event.traits else event.properties
-        text = (event.message_id, event.event, event.user_id, event.anonymous_id, event.group_id)
+        text: tuple[str, ...] = (event.message_id, event.event, event.user_id, event.anonymous_id, event.group_id)
         # One search over the five texts: almost none needs escaping, and translating costs more.
         if _NEEDS_COPY_ESCAPE.search("".join(text)) is not None:
             text = tuple(value.translate(_COPY_ESCAPES) for value in text)
