@@ -20,6 +20,10 @@ def _freeze_startup_objects() -> None:
     get_resolver().url_patterns  # noqa: B018 -- the import of every view is the point
     gc.collect()
     gc.freeze()
+    # A 500-event batch allocates ~20,000 containers that live until the response: at the default
+    # threshold (700) the young generations were collected ~11 times per batch, walking the parsed
+    # body each time (~0.5 ms of ~8 ms). Every 10,000 allocations: ~once per batch, ~0.2 ms.
+    gc.set_threshold(10_000, 10, 10)
 
 
 _freeze_startup_objects()

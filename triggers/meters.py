@@ -153,12 +153,14 @@ def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
 # Folds queue on the delta rows in id order before touching any meter row, so they cannot deadlock.
 # One hash aggregation, no sort: a slot occurs once per delta, so (delta id, position) orders its
 # changes, and max() over [order, amount] arrays picks the last value set.
+# `expanded` is not materialized: the aggregation reads the slots as they are expanded instead of
+# through a 1,500-rows-per-delta tuplestore (only the rare mixed-slot subquery expands them again).
 _FOLD_SQL = """
 WITH claimed AS (
     DELETE FROM {delta} WHERE id IN (
         SELECT id FROM {delta} WHERE workspace_id = %(workspace)s ORDER BY id FOR UPDATE
     ) RETURNING id, created_at, slots
-), expanded AS (
+), expanded AS NOT MATERIALIZED (
     SELECT (e.v->>0)::bigint AS customer_id, e.v->>1 AS key, e.v->>2 AS period,
            (e.v->>3)::numeric AS amount, (e.v->>4)::boolean AS is_set,
            c.created_at, c.id * 10000000 + e.ord AS seq
