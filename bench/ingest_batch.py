@@ -11,14 +11,15 @@ Needs PostgreSQL and Redis (``--database-url``, default a separate ``uplift_inge
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
 import json
 import threading
 import time
+from base64 import b64encode
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from ingest_common import DEFAULT_URL, make_workspace, prepare_database, setup_django, start_gunicorn
 
 BATCH = 500
@@ -41,19 +42,26 @@ def make_events(n: int, prefix: str) -> list[dict[str, Any]]:
 
 
 def bench_http(base: str, key: str, events: list[dict[str, Any]], clients: int) -> float:
+    """Post the events in 500-event batches from `clients` threads, one keep-alive connection each.
+
+    http.client rather than requests: the load generator shares the 2 cores with the server, and
+    requests cost ~0.5 ms of CPU more per call.
+    """
     bodies = [json.dumps({"batch": events[i : i + BATCH]}).encode() for i in range(0, len(events), BATCH)]
     shares = [bodies[i::clients] for i in range(clients)]
     failures: list[int] = []
+    host, port = base.removeprefix("http://").split(":")
+    headers = {"Content-Type": "application/json", "Authorization": "Basic " + b64encode(f"{key}:".encode()).decode()}
 
     def run(share: list[bytes]) -> None:
-        session = requests.Session()
-        session.auth = (key, "")
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
         for body in share:
-            response = session.post(
-                f"{base}/v1/batch", data=body, headers={"Content-Type": "application/json"}, timeout=120
-            )
-            if response.status_code != 200 or response.json()["duplicates"] != 0:
-                failures.append(response.status_code)
+            conn.request("POST", "/v1/batch", body, headers)
+            response = conn.getresponse()
+            payload = response.read()
+            if response.status != 200 or json.loads(payload)["duplicates"] != 0:
+                failures.append(response.status)
+        conn.close()
 
     threads = [threading.Thread(target=run, args=(share,)) for share in shares]
     start = time.perf_counter()
