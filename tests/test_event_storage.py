@@ -11,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.tenancy import tenant_scope
+from triggers.ingest import INSERT_AT_MOST
 from triggers.models import Event, EventReceipt
 from triggers.partitions import ensure_event_partitions, month_start
 
@@ -53,8 +54,10 @@ def test_partitions_are_created_ahead_and_the_task_is_idempotent():
     assert "triggers_event_default" in partitions()
 
 
-def test_copy_stores_tabs_newlines_backslashes_and_quotes_exactly(tenant_a):
-    """Events go in through COPY's text format: every character that format escapes must come back as sent."""
+@pytest.mark.parametrize("fillers", [0, INSERT_AT_MOST], ids=["insert", "copy"])
+def test_events_store_tabs_newlines_backslashes_and_quotes_exactly(tenant_a, fillers):
+    """A few events go in through an INSERT, more through COPY's text format: both must store every
+    character (tabs, newlines, backslashes, quotes, ...) exactly as sent."""
     awkward = 'a\tb\nc\rd\\e "f" \\N \\\\t é 😀'
     call = {
         "type": "track",
@@ -65,9 +68,13 @@ def test_copy_stores_tabs_newlines_backslashes_and_quotes_exactly(tenant_a):
         "properties": {"text": awkward, "nested": {"k\\ey": [awkward, 1.5, None, True]}},
         "context": {"groupId": f"org-{awkward}", "page": {"title": awkward}},
     }
-    body = {"batch": [call, {**call, "messageId": "plain", "userId": "u", "anonymousId": "", "event": "Plain"}]}
+    plain = [
+        {**call, "messageId": f"plain-{n}", "userId": "u", "anonymousId": "", "event": "Plain"}
+        for n in range(1 + fillers)
+    ]
+    body = {"batch": [call, *plain]}
     response = Client().post("/v1/batch", json.dumps(body), content_type="application/json", **tenant_a.basic())
-    assert response.status_code == 200 and response.json()["stored"] == 2
+    assert response.status_code == 200 and response.json()["stored"] == 2 + fillers
     with tenant_scope(tenant_a.workspace):
         event = Event.objects.get(message_id=f"id-{awkward}")
     assert (event.user_id, event.anonymous_id, event.event, event.group_id) == (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from django.db import connection, transaction
 from accounts.models import Contact, Customer, Workspace
 from triggers import meters
 from triggers.batch_sql import id_array, text_array
-from triggers.models import EvaluationRequest, Event, EventReceipt
+from triggers.models import EvaluationRequest, Event, EventReceipt, MeterDefinition
 from triggers.segment import ValidEvent
 
 
@@ -102,6 +103,62 @@ def _find(
         return cursor.fetchall()
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What already exists for a request: its customers and contacts, and the meter definitions."""
+
+    customers: dict[str, int]
+    contacts: dict[str, tuple[int, int | None]]
+    specs: list[meters.MeterSpec]
+
+
+# On PostgreSQL one round trip instead of three (a single event's request is mostly round trips).
+# The three row shapes share one column list: kind, external id or meter key, id, customer id, and
+# the meter definition's other texts.
+_LOOK_UP_SQL = """
+SELECT 0, external_id, id, NULL::bigint, NULL, NULL, NULL, NULL FROM {customer}
+WHERE workspace_id = %s AND external_id = ANY(%s::text[])
+UNION ALL
+SELECT 1, external_id, id, customer_id, NULL, NULL, NULL, NULL FROM {contact}
+WHERE workspace_id = %s AND external_id = ANY(%s::text[])
+UNION ALL
+SELECT 2, key, NULL, NULL, event_name, aggregation, property_name, reset FROM {definition}
+WHERE workspace_id = %s
+"""
+
+
+def _look_up(workspace: Workspace, events: list[ValidEvent]) -> _Known:
+    group_ids = sorted({event.group_id for event in events if event.group_id})
+    user_ids = sorted({event.user_id for event in events if event.user_id})
+    if connection.vendor != "postgresql":
+        return _Known(
+            customers=dict(_find(Customer, workspace, group_ids, "id")) if group_ids else {},
+            contacts={
+                external_id: (pk, customer_id)
+                for external_id, pk, customer_id in (
+                    _find(Contact, workspace, user_ids, "id, customer_id") if user_ids else []
+                )
+            },
+            specs=meters.specs(workspace.pk),
+        )
+    customers: dict[str, int] = {}
+    contacts: dict[str, tuple[int, int | None]] = {}
+    specs: list[meters.MeterSpec] = []
+    sql = _LOOK_UP_SQL.format(
+        customer=Customer._meta.db_table, contact=Contact._meta.db_table, definition=MeterDefinition._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace.pk, text_array(group_ids), workspace.pk, text_array(user_ids), workspace.pk])
+        for kind, name, pk, customer_id, event_name, aggregation, property_name, reset in cursor.fetchall():
+            if kind == 0:
+                customers[name] = pk
+            elif kind == 1:
+                contacts[name] = (pk, customer_id)
+            else:
+                specs.append(meters.MeterSpec(name, event_name, aggregation, property_name, reset))
+    return _Known(customers, contacts, specs)
+
+
 # Trait merges on PostgreSQL: the rows are locked in key order (so two requests merging the same
 # rows cannot deadlock) and updated from typed arrays, in one round trip. ``||`` on jsonb objects is
 # the same shallow merge as ``{**stored, **sent}``. (Django's bulk_update builds a CASE per row and
@@ -172,8 +229,8 @@ def _merge_contacts(
     return {external_id: (pk, customer_id) for external_id, pk, customer_id in rows}
 
 
-def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, int]:
-    """Find or create every customer (groupId) the events name; group calls merge their traits."""
+def _customer_ids(workspace: Workspace, events: list[ValidEvent], found: dict[str, int]) -> dict[str, int]:
+    """Create every customer (groupId) the events name that `found` lacks; group calls merge their traits."""
     wanted: dict[str, dict[str, Any]] = {}
     for event in events:
         if event.group_id:
@@ -182,7 +239,6 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, i
                 traits.update(event.traits)
     if not wanted:
         return {}
-    found = dict(_find(Customer, workspace, list(wanted), "id"))
     missing = sorted(set(wanted) - set(found))
     if missing:
         Customer.objects.bulk_create(
@@ -217,7 +273,10 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent]) -> dict[str, i
 
 
 def _contacts(
-    workspace: Workspace, events: list[ValidEvent], customers: dict[str, int]
+    workspace: Workspace,
+    events: list[ValidEvent],
+    customers: dict[str, int],
+    found: dict[str, tuple[int, int | None]],
 ) -> dict[str, tuple[int, int | None]]:
     """Find or create every contact (userId); identify merges traits, a groupId links the contact. → id, customer id."""
     wanted: dict[str, dict[str, Any]] = {}
@@ -234,10 +293,6 @@ def _contacts(
                     change[name] = event.traits[name]  # length bounded by triggers.segment
     if not wanted:
         return {}
-    found: dict[str, tuple[int, int | None]] = {
-        external_id: (pk, customer_id)
-        for external_id, pk, customer_id in _find(Contact, workspace, list(wanted), "id, customer_id")
-    }
     missing = sorted(set(wanted) - set(found))
     if missing:
         Contact.objects.bulk_create(
@@ -364,26 +419,52 @@ def _event_rows(
     ]
 
 
-def _insert_events(workspace: Workspace, rows: list[tuple[ValidEvent, int | None, int | None]], now: datetime) -> None:
-    """Store the new events: COPY on PostgreSQL (the fastest way in), a multi-row insert elsewhere."""
+# Up to this many events go in as an INSERT sent with the request's other writes (one round trip
+# for all of them); more go through COPY, which is faster per row but a round trip of its own.
+INSERT_AT_MOST = 20
+
+_EVENT_TYPES = ("varchar",) * 6 + ("bigint", "bigint", "jsonb", "jsonb", "timestamptz")
+
+
+def _event_writes(
+    workspace: Workspace, rows: list[tuple[ValidEvent, int | None, int | None]], now: datetime
+) -> list[tuple[str, list[Any]]]:
+    """Store the new events: COPY now for a batch on PostgreSQL, else the INSERT statements to send."""
     if not rows:
-        return
+        return []
     table = Event._meta.db_table
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and len(rows) > INSERT_AT_MOST:
         buffer = io.StringIO(_copy_lines(workspace.pk, rows, now))
         with connection.cursor() as cursor:
             cursor.cursor.copy_expert(f"COPY {table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN", buffer)
-        return
+        return []
     values = _event_rows(workspace, rows, now)
+    if connection.vendor == "postgresql":
+        # EVENT_COLUMNS starts with the workspace and ends with the receipt time: constants here.
+        source, params = _rows_source(_EVENT_TYPES, [row[1:-1] for row in values], (workspace.pk, now))
+        columns = ", ".join((*EVENT_COLUMNS[1:-1], EVENT_COLUMNS[0], EVENT_COLUMNS[-1]))
+        return [(f"INSERT INTO {table} ({columns}) {source}", params)]
+    insert = f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
+    return [(insert, list(row)) for row in values]
+
+
+def _execute(statements: list[tuple[str, list[Any]]]) -> None:
     with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})",
-            values,
-        )
+        for sql, params in statements:
+            cursor.execute(sql, params)
 
 
-def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: datetime) -> list[int]:
+def request_evaluation(
+    *,
+    workspace: Workspace,
+    customer_ids: set[int],
+    now: datetime,
+    along_with: Sequence[tuple[str, list[Any]]] = (),
+) -> list[int]:
     """Make sure each customer has a pending outbox row this transaction holds a lock on.
+
+    `along_with`: statements of the same transaction to run first, in the same round trip on
+    PostgreSQL.
 
     Returns the ids of the rows this call created, to publish after commit. A row that was already
     pending has had its task published (or the sweeper will publish it), so it is not returned:
@@ -393,10 +474,12 @@ def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: dat
     if that publish is lost the sweeper redoes it.
     """
     if not customer_ids:
+        _execute(list(along_with))
         return []
     ordered = sorted(customer_ids)
     if connection.vendor == "postgresql":
-        return _share_or_create_pending(workspace, ordered, now)
+        return _share_or_create_pending(workspace, ordered, now, list(along_with))
+    _execute(list(along_with))
     # Elsewhere (SQLite, the embedded demo: one writer at a time, no row locks) the pending rows are
     # read first and the rest inserted.
     table = EvaluationRequest._meta.db_table
@@ -428,11 +511,11 @@ def request_evaluation(*, workspace: Workspace, customer_ids: set[int], now: dat
 _SHARE_OR_CREATE_SQL = """
 WITH locked AS (
     SELECT customer_id FROM {table}
-    WHERE workspace_id = %(workspace)s AND claimed_at IS NULL AND customer_id = ANY(%(customers)s::bigint[])
+    WHERE workspace_id = %s AND claimed_at IS NULL AND customer_id = ANY(%s::bigint[])
     ORDER BY customer_id FOR SHARE
 ), created AS (
     INSERT INTO {table} (customer_id, workspace_id, created_at, last_published_at, publishes)
-    SELECT c, %(workspace)s, %(now)s, %(now)s, 1 FROM unnest(%(customers)s::bigint[]) AS c
+    SELECT c, %s, %s, %s, 1 FROM unnest(%s::bigint[]) AS c
     WHERE c <> ALL(ARRAY(SELECT customer_id FROM locked)) ORDER BY c
     ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL DO NOTHING
     RETURNING id, customer_id
@@ -441,15 +524,25 @@ SELECT id, customer_id FROM created UNION ALL SELECT NULL, customer_id FROM lock
 """
 
 
-def _share_or_create_pending(workspace: Workspace, ordered: list[int], now: datetime) -> list[int]:
+def _share_or_create_pending(
+    workspace: Workspace, ordered: list[int], now: datetime, first: list[tuple[str, list[Any]]]
+) -> list[int]:
+    """Rounds of _SHARE_OR_CREATE_SQL until every customer is covered; `first` runs before, in the same round trip."""
     created: list[int] = []
     remaining = ordered
+    sql = _SHARE_OR_CREATE_SQL.format(table=EvaluationRequest._meta.db_table)
     with connection.cursor() as cursor:
         while remaining:
+            customers = id_array(remaining)
+            # psycopg2 sends the statements as one query string and returns the last one's rows.
             cursor.execute(
-                _SHARE_OR_CREATE_SQL.format(table=EvaluationRequest._meta.db_table),
-                {"workspace": workspace.pk, "customers": id_array(remaining), "now": now},
+                "; ".join([*(statement for statement, _params in first), sql]),
+                [
+                    *(value for _sql, params in first for value in params),
+                    *(workspace.pk, customers, workspace.pk, now, now, customers),
+                ],
             )
+            first = []
             covered = set()
             for row_id, customer_id in cursor.fetchall():
                 covered.add(customer_id)
@@ -464,15 +557,20 @@ def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> 
     with transaction.atomic():
         new_ids = _claim_message_ids(workspace, events, now)
         new_events = [event for event in events if event.message_id in new_ids]
-        customers = _customer_ids(workspace, new_events)
-        contacts = _contacts(workspace, new_events, customers)
+        known = _look_up(workspace, new_events)
+        customers = _customer_ids(workspace, new_events, known.customers)
+        contacts = _contacts(workspace, new_events, customers, known.contacts)
         rows: list[tuple[ValidEvent, int | None, int | None]] = []
         for event in new_events:
             contact_id, linked_customer_id = contacts.get(event.user_id, (None, None))
             customer_id = customers[event.group_id] if event.group_id else linked_customer_id
             rows.append((event, customer_id, contact_id))
-        _insert_events(workspace, rows, now)
-        meters.record(workspace_id=workspace.pk, changes=meters.changes_for(meters.specs(workspace.pk), rows), now=now)
+        writes = _event_writes(workspace, rows, now)
+        delta = meters.delta_statement(
+            workspace_id=workspace.pk, changes=meters.changes_for(known.specs, rows), now=now
+        )
+        if delta is not None:
+            writes.append(delta)
         touched = {customer_id for _event, customer_id, _contact in rows if customer_id is not None}
-        request_ids = request_evaluation(workspace=workspace, customer_ids=touched, now=now)
+        request_ids = request_evaluation(workspace=workspace, customer_ids=touched, now=now, along_with=writes)
     return IngestResult(stored=len(new_ids), duplicates=len(events) - len(new_ids), evaluation_request_ids=request_ids)

@@ -133,17 +133,27 @@ def _json_amount(amount: Decimal | int) -> int | str:
     return int(amount) if amount == amount.to_integral_value() else str(amount)
 
 
-def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
-    """Append one request's meter changes; call inside the ingest transaction."""
+def delta_statement(*, workspace_id: int, changes: Changes, now: datetime) -> tuple[str, list[Any]] | None:
+    """The statement that appends one request's meter changes (None when there are none).
+
+    Run inside the ingest transaction; ingest sends it in one round trip with its other writes.
+    """
     if not changes:
-        return
+        return None
     slots: list[tuple[Any, ...]] = [(*slot, _json_amount(amount), False) for slot, amount in changes.increments.items()]
     slots += [(*slot, _json_amount(amount), True) for slot, amount in changes.gauges.items()]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)",
-            [workspace_id, now, orjson.dumps(slots).decode()],
-        )
+    return (
+        f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)",
+        [workspace_id, now, orjson.dumps(slots).decode()],
+    )
+
+
+def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
+    """Append one request's meter changes on their own; call inside a transaction."""
+    statement = delta_statement(workspace_id=workspace_id, changes=changes, now=now)
+    if statement is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(*statement)
 
 
 # One statement on PostgreSQL: claim this workspace's pending deltas in id order (FOR UPDATE, not
