@@ -63,26 +63,17 @@ def _pg_array(sql_type: str, values: list[Any]) -> Any:
 
 
 def _claim_message_ids(workspace: Workspace, events: list[ValidEvent], now: datetime) -> set[str]:
-    """Record each message id once; returns those not seen before (a concurrent writer of the same id waits)."""
+    """Record each message id once; returns those not seen before (SQLite; see _claim_and_look_up)."""
     if not events:
         return set()
-    table = EventReceipt._meta.db_table
     ids = sorted(event.message_id for event in events)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"INSERT INTO {table} (workspace_id, message_id, received_at) "
-                "SELECT %s, m, %s FROM unnest(%s::varchar[]) AS m ORDER BY m "
-                "ON CONFLICT DO NOTHING RETURNING message_id",
-                [workspace.pk, now, text_array(ids)],
-            )
-        else:
-            cursor.execute(
-                f"INSERT INTO {table} (workspace_id, message_id, received_at) VALUES "
-                + ", ".join(["(%s, %s, %s)"] * len(ids))
-                + " ON CONFLICT DO NOTHING RETURNING message_id",
-                [value for message_id in ids for value in (workspace.pk, message_id, now)],
-            )
+        cursor.execute(
+            f"INSERT INTO {EventReceipt._meta.db_table} (workspace_id, message_id, received_at) VALUES "
+            + ", ".join(["(%s, %s, %s)"] * len(ids))
+            + " ON CONFLICT DO NOTHING RETURNING message_id",
+            [value for message_id in ids for value in (workspace.pk, message_id, now)],
+        )
         return {row[0] for row in cursor.fetchall()}
 
 
@@ -112,11 +103,19 @@ class _Known:
     specs: list[meters.MeterSpec]
 
 
-# On PostgreSQL one round trip instead of three (a single event's request is mostly round trips).
-# The three row shapes share one column list: kind, external id or meter key, id, customer id, and
-# the meter definition's other texts.
-_LOOK_UP_SQL = """
-SELECT 0, external_id, id, NULL::bigint, NULL, NULL, NULL, NULL FROM {customer}
+# On PostgreSQL the message ids are claimed and the rest looked up in one round trip (a single
+# event's request is mostly round trips). The row shapes share one column list: kind, text (message
+# id, external id or meter key), id, customer id, and the meter definition's other texts. People
+# are looked up for every event of the request, as the new ones are only known once this has run.
+_CLAIM_AND_LOOK_UP_SQL = """
+WITH claimed AS (
+    INSERT INTO {receipt} (workspace_id, message_id, received_at)
+    SELECT %s, m, %s FROM unnest(%s::varchar[]) AS m ORDER BY m
+    ON CONFLICT DO NOTHING RETURNING message_id
+)
+SELECT 3, message_id::text, NULL::bigint, NULL::bigint, NULL, NULL, NULL, NULL FROM claimed
+UNION ALL
+SELECT 0, external_id, id, NULL, NULL, NULL, NULL, NULL FROM {customer}
 WHERE workspace_id = %s AND external_id = ANY(%s::text[])
 UNION ALL
 SELECT 1, external_id, id, customer_id, NULL, NULL, NULL, NULL FROM {contact}
@@ -127,36 +126,58 @@ WHERE workspace_id = %s
 """
 
 
-def _look_up(workspace: Workspace, events: list[ValidEvent]) -> _Known:
-    group_ids = sorted({event.group_id for event in events if event.group_id})
-    user_ids = sorted({event.user_id for event in events if event.user_id})
+def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: datetime) -> tuple[set[str], _Known]:
+    """The message ids not seen before (see _claim_message_ids), and what already exists for the request."""
     if connection.vendor != "postgresql":
-        return _Known(
-            customers=dict(_find(Customer, workspace, group_ids, "id")) if group_ids else {},
-            contacts={
-                external_id: (pk, customer_id)
-                for external_id, pk, customer_id in (
-                    _find(Contact, workspace, user_ids, "id, customer_id") if user_ids else []
-                )
-            },
-            specs=meters.specs(workspace.pk),
-        )
+        claimed = _claim_message_ids(workspace, events, now)
+        return claimed, _look_up(workspace, [event for event in events if event.message_id in claimed])
+    new_ids: set[str] = set()
     customers: dict[str, int] = {}
     contacts: dict[str, tuple[int, int | None]] = {}
     specs: list[meters.MeterSpec] = []
-    sql = _LOOK_UP_SQL.format(
-        customer=Customer._meta.db_table, contact=Contact._meta.db_table, definition=MeterDefinition._meta.db_table
+    sql = _CLAIM_AND_LOOK_UP_SQL.format(
+        receipt=EventReceipt._meta.db_table,
+        customer=Customer._meta.db_table,
+        contact=Contact._meta.db_table,
+        definition=MeterDefinition._meta.db_table,
     )
+    group_ids = sorted({event.group_id for event in events if event.group_id})
+    user_ids = sorted({event.user_id for event in events if event.user_id})
+    message_ids = sorted(event.message_id for event in events)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [workspace.pk, text_array(group_ids), workspace.pk, text_array(user_ids), workspace.pk])
+        cursor.execute(
+            sql,
+            [
+                *(workspace.pk, now, text_array(message_ids)),
+                *(workspace.pk, text_array(group_ids), workspace.pk, text_array(user_ids), workspace.pk),
+            ],
+        )
         for kind, name, pk, customer_id, event_name, aggregation, property_name, reset in cursor.fetchall():
-            if kind == 0:
+            if kind == 3:
+                new_ids.add(name)
+            elif kind == 0:
                 customers[name] = pk
             elif kind == 1:
                 contacts[name] = (pk, customer_id)
             else:
                 specs.append(meters.MeterSpec(name, event_name, aggregation, property_name, reset))
-    return _Known(customers, contacts, specs)
+    return new_ids, _Known(customers, contacts, specs)
+
+
+def _look_up(workspace: Workspace, events: list[ValidEvent]) -> _Known:
+    """What already exists for these events, one query at a time (SQLite; see _claim_and_look_up)."""
+    group_ids = sorted({event.group_id for event in events if event.group_id})
+    user_ids = sorted({event.user_id for event in events if event.user_id})
+    return _Known(
+        customers=dict(_find(Customer, workspace, group_ids, "id")) if group_ids else {},
+        contacts={
+            external_id: (pk, customer_id)
+            for external_id, pk, customer_id in (
+                _find(Contact, workspace, user_ids, "id, customer_id") if user_ids else []
+            )
+        },
+        specs=meters.specs(workspace.pk),
+    )
 
 
 # Trait merges on PostgreSQL: the rows are locked in key order (so two requests merging the same
@@ -555,9 +576,8 @@ def _share_or_create_pending(
 def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:
     """Store new events once, update meters once per new event, and request evaluation; all or nothing."""
     with transaction.atomic():
-        new_ids = _claim_message_ids(workspace, events, now)
+        new_ids, known = _claim_and_look_up(workspace, events, now)
         new_events = [event for event in events if event.message_id in new_ids]
-        known = _look_up(workspace, new_events)
         customers = _customer_ids(workspace, new_events, known.customers)
         contacts = _contacts(workspace, new_events, customers, known.contacts)
         rows: list[tuple[ValidEvent, int | None, int | None]] = []
