@@ -27,12 +27,31 @@ def _redis_incr(backend: RedisCache, key: str, ttl: int) -> int:
     return int(count)
 
 
+# The block check and the count in one round trip, atomically: a blocked caller is not counted.
+# (Django's Redis cache stores integers as plain numbers, anything else pickled: not a number.)
+_COUNT_UNLESS_BLOCKED = """
+local blocked = tonumber(redis.call('GET', KEYS[2])) or 0
+if blocked >= tonumber(ARGV[2]) then return -1 end
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+return count
+"""
+
+
 @fail_open(None)
-def _count(key: str, ttl: int) -> int:
-    """This request's number in the window, or None when the cache cannot count it."""
+def _count(key: str, ttl: int, blocked_by: tuple[str, int] | None = None) -> int | None:
+    """This request's number in the window; -1 when the counter at `blocked_by` reached its limit
+    (then nothing is counted); None when the cache cannot count."""
     backend = caches["default"]
     if isinstance(backend, RedisCache):
-        return _redis_incr(backend, backend.make_and_validate_key(key), ttl)
+        if blocked_by is None:
+            return _redis_incr(backend, backend.make_and_validate_key(key), ttl)
+        block_key, block_at = blocked_by
+        client = backend._cache.get_client(key, write=True)
+        keys = [backend.make_and_validate_key(key), backend.make_and_validate_key(block_key)]
+        return int(client.eval(_COUNT_UNLESS_BLOCKED, 2, *keys, ttl, block_at))
+    if blocked_by is not None and int(cache.get(blocked_by[0]) or 0) >= blocked_by[1]:
+        return -1
     cache.add(key, 0, timeout=ttl)
     try:
         return int(cache.incr(key))
@@ -51,13 +70,30 @@ class Decision:
 
 def hit(*, bucket: str, limit: int, window_seconds: int = 1, clock: float | None = None) -> Decision:
     """Count one request against `bucket`; refused once more than `limit` arrive in the current window."""
+    decision = hit_unless_blocked(bucket=bucket, limit=limit, window_seconds=window_seconds, clock=clock)
+    assert decision is not None  # nothing blocks it
+    return decision
+
+
+def hit_unless_blocked(
+    *,
+    bucket: str,
+    limit: int,
+    blocked_by: tuple[str, int] | None = None,
+    window_seconds: int = 1,
+    clock: float | None = None,
+) -> Decision | None:
+    """hit(), unless the cache counter `blocked_by[0]` has reached `blocked_by[1]`: then None, and
+    nothing is counted. One round trip on Redis."""
     now = time.time() if clock is None else clock
     window = int(now // window_seconds)
     key = f"ratelimit:{bucket}:{window_seconds}:{window}"
     # The key outlives its window a little so a slow clock on another process cannot reopen it.
     ttl = window_seconds * 2 + 1
-    count = _count(key, ttl)
+    count = _count(key, ttl, blocked_by)
     if count is None:  # the cache is down: the limit is skipped rather than the request refused
         return Decision(allowed=True, limit=limit, remaining=limit, retry_after=1)
+    if count < 0:
+        return None
     retry_after = max(1, math.ceil((window + 1) * window_seconds - now))
     return Decision(allowed=count <= limit, limit=limit, remaining=max(0, limit - count), retry_after=retry_after)

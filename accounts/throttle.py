@@ -69,15 +69,20 @@ def clear_login_failures(*, email: str, ip: str) -> None:
     cache.delete_many([_key("login-fail", account, ip), _key("login-lock", account, ip)])
 
 
+def api_key_failures_key(ip: str) -> str:
+    """The cache key counting the invalid API keys `ip` presented in the current window."""
+    return _key("api-key-fail", ip)
+
+
 @fail_open(False)
 def api_key_blocked(*, ip: str) -> bool:
     """True when `ip` presented too many invalid keys in the current window."""
-    return int(cache.get(_key("api-key-fail", ip)) or 0) >= settings.API_KEY_FAILURES_PER_WINDOW
+    return int(cache.get(api_key_failures_key(ip)) or 0) >= settings.API_KEY_FAILURES_PER_WINDOW
 
 
 @fail_open(None)
 def record_api_key_failure(*, ip: str) -> None:
-    _incr(_key("api-key-fail", ip), settings.THROTTLE_WINDOW_SECONDS)
+    _incr(api_key_failures_key(ip), settings.THROTTLE_WINDOW_SECONDS)
 
 
 def client_ip(meta: dict[str, str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import secrets
 import time
 from datetime import timedelta
 from typing import Any
@@ -292,3 +293,52 @@ def test_a_single_hostile_call_is_400_naming_the_field_and_writes_nothing(tenant
         }
     ]
     assert written(tenant_a) == NOTHING
+
+
+def test_an_invalid_key_is_401_even_when_its_key_id_is_over_the_rate_limit(tenant_a, settings):
+    """Ingest counts the presented key id before the lookup (one Redis round trip with the block
+    check); the limit is applied only to a key the lookup accepted."""
+    settings.INGEST_RATE_LIMIT_PER_SECOND = 1
+    key_id = tenant_a.write_key.split("_")[2]
+    wrong_secret = f"upl_wk_{key_id}_{'A' * 32}"
+    for attempt in range(3):
+        response = Client().post(
+            "/v1/track",
+            json.dumps(good(f"w{attempt}")),
+            content_type="application/json",
+            **tenant_a.basic(wrong_secret),
+        )
+        assert response.status_code == 401, response.content
+    with tenant_scope(tenant_a.workspace):
+        assert not Event.objects.exists()
+
+
+def test_an_ingest_caller_blocked_for_guessing_is_refused_even_with_the_right_key(tenant_a, settings):
+    for _ in range(settings.API_KEY_FAILURES_PER_WINDOW):
+        guess = f"upl_wk_{secrets.token_hex(6)}_{secrets.token_hex(16)}"
+        refused = Client().post(
+            "/v1/track", json.dumps(good("g")), content_type="application/json", **tenant_a.basic(guess)
+        )
+        assert refused.status_code == 401
+    blocked = post(tenant_a, "/v1/track", good("b"))
+    assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "throttled"
+    assert post(tenant_a, "/v1/track", good("o"), REMOTE_ADDR="198.51.100.21").status_code == 200
+    with tenant_scope(tenant_a.workspace):
+        assert list(Event.objects.values_list("message_id", flat=True)) == ["o"]
+
+
+def test_a_blocked_caller_is_not_counted_against_the_key():
+    """The block check and the count are one atomic step (a Lua script on Redis)."""
+    from django.core.cache import cache
+
+    from accounts import ratelimit
+
+    clock = float(int(time.time()) + 1000)  # one fixed future window
+    bucket, block_key = f"blocked-{time.time_ns()}", f"failures-{time.time_ns()}"
+    cache.set(block_key, 3, 60)
+    for _ in range(4):
+        assert ratelimit.hit_unless_blocked(bucket=bucket, limit=2, blocked_by=(block_key, 3), clock=clock) is None
+    counted = [
+        ratelimit.hit_unless_blocked(bucket=bucket, limit=2, blocked_by=(block_key, 4), clock=clock) for _ in range(3)
+    ]
+    assert [(d.allowed, d.remaining) for d in counted if d is not None] == [(True, 1), (True, 0), (False, 0)]
