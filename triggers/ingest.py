@@ -455,9 +455,11 @@ def _event_writes(
         return []
     table = Event._meta.db_table
     if connection.vendor == "postgresql" and len(rows) > INSERT_AT_MOST:
-        buffer = io.StringIO(_copy_lines(workspace.pk, rows, now))
+        data = _copy_lines(workspace.pk, rows, now).encode()
         with connection.cursor() as cursor:
-            cursor.cursor.copy_expert(f"COPY {table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN", buffer)
+            # Bytes in one read: psycopg2 otherwise encodes and sends 8 KB chunks of text one by one.
+            sql = f"COPY {table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+            cursor.cursor.copy_expert(sql, io.BytesIO(data), size=len(data))
         return []
     values = _event_rows(workspace, rows, now)
     if connection.vendor == "postgresql":
