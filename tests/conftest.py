@@ -68,6 +68,16 @@ def _test_database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
+def waiting_on_a_lock(pid: int) -> bool:
+    """Whether the PostgreSQL backend `pid` is waiting for a lock right now."""
+    import psycopg2
+
+    with psycopg2.connect(_test_database_url()) as probe, probe.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "Lock"
+
+
 @pytest.fixture(scope="session")
 def worker(django_db_setup: None, django_db_blocker: object) -> Iterator[WorkerProcess]:
     """A real Celery worker process on Redis, using the test database and the SMTP sink."""

@@ -12,18 +12,11 @@ from django.utils import timezone
 
 from accounts.models import Customer
 from accounts.tenancy import tenant_scope
-from tests.conftest import _test_database_url
+from tests.conftest import _test_database_url, waiting_on_a_lock
 from triggers.models import EvaluationRequest
 from triggers.services import finish_evaluations
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def waiting_on_a_lock(pid: int) -> bool:
-    with psycopg2.connect(_test_database_url()) as probe, probe.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return row is not None and row[0] == "Lock"
 
 
 def test_a_deadlock_while_finishing_is_retried_and_every_row_ends_done(tenant_a) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Customer
 from accounts.tenancy import tenant_scope
-from tests.conftest import _test_database_url
+from tests.conftest import _test_database_url, waiting_on_a_lock
 from triggers.ingest import request_evaluation
 from triggers.models import EvaluationRequest
 
@@ -46,13 +46,6 @@ def claim_is_blocked(row_id: int) -> bool:
         except psycopg2.errors.LockNotAvailable:
             return True
         return False
-
-
-def waiting_on_a_lock(pid: int) -> bool:
-    with other_connection() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return row is not None and row[0] == "Lock"
 
 
 def skip_unless_postgresql() -> None:
