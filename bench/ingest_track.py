@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import threading
+import multiprocessing
 import time
 from base64 import b64encode
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 
 from ingest_common import DEFAULT_URL, make_workspace, percentile, prepare_database, setup_django, start_gunicorn
 
@@ -38,14 +39,14 @@ def main() -> None:
     auth = "Basic " + b64encode(f"{key}:".encode()).decode()
     process, base = start_gunicorn(args.database_url, args.redis_url, args.workers, args.threads)
     host, port = base.removeprefix("http://").split(":")
-    latencies: list[list[float]] = [[] for _ in range(args.clients)]
-    errors: list[int] = []
     timestamp = datetime.now(UTC).isoformat()
 
-    def client(index: int, until: float, record: bool) -> None:
+    def client(index: int, until: float, record: bool, results: Connection) -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        latencies: list[float] = []
+        errors: list[int] = []
         n = 0
-        while time.perf_counter() < until:
+        while time.time() < until:
             body = json.dumps(
                 {
                     "messageId": f"{'run' if record else 'warm'}-{index}-{n}",
@@ -62,24 +63,33 @@ def main() -> None:
             response = conn.getresponse()
             response.read()
             if record:
-                latencies[index].append(time.perf_counter() - start)
+                latencies.append(time.perf_counter() - start)
                 if response.status != 200:
                     errors.append(response.status)
         conn.close()
+        results.send((latencies, errors))
 
-    def run(seconds: float, record: bool) -> float:
-        until = time.perf_counter() + seconds
-        threads = [threading.Thread(target=client, args=(i, until, record)) for i in range(args.clients)]
+    def run(seconds: float, record: bool) -> tuple[float, list[list[float]], list[int]]:
+        # One process per client: threads of one process queued on its GIL, and that wait was
+        # counted as the server's latency.
+        until = time.time() + seconds
+        fork = multiprocessing.get_context("fork")  # the client is a closure
+        pipes = [fork.Pipe(duplex=False) for _ in range(args.clients)]
+        clients = [
+            fork.Process(target=client, args=(i, until, record, sender)) for i, (_receiver, sender) in enumerate(pipes)
+        ]
         start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return time.perf_counter() - start
+        for each in clients:
+            each.start()
+        outcomes = [receiver.recv() for receiver, _sender in pipes]
+        elapsed = time.perf_counter() - start
+        for each in clients:
+            each.join()
+        return elapsed, [latencies for latencies, _errors in outcomes], [e for _l, errs in outcomes for e in errs]
 
     try:
         run(3.0, record=False)
-        elapsed = run(args.seconds, record=True)
+        elapsed, latencies, errors = run(args.seconds, record=True)
     finally:
         process.terminate()
         process.wait()
