@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from accounts.api_base import WorkspaceAPIView
 from accounts.models import Contact, Customer
 from accounts.pagination import MAX_LIMIT, keyset_page, parse_limit
-from accounts.schema import SecretKeyScheme, WriteKeyScheme
 
 PAGE_PARAMETERS = [
     OpenApiParameter("limit", OpenApiTypes.INT, description=f"Rows per page, 1 to {MAX_LIMIT} (default 50)."),
@@ -111,4 +110,4 @@ class ContactListView(KeysetListView):
         return queryset
 
 
-__all__ = ["ContactListView", "CustomerListView", "KeysetListView", "SecretKeyScheme", "WriteKeyScheme"]
+__all__ = ["ContactListView", "CustomerListView", "KeysetListView"]

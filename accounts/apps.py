@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from accounts import api_schema  # noqa: F401 -- registers the key schemes with drf-spectacular
+        from accounts import schema  # noqa: F401 -- registers the key schemes with drf-spectacular
