@@ -20,6 +20,7 @@ import orjson
 from django.db import connection, transaction
 
 from accounts.models import Customer
+from accounts.prepared_sql import Prepared, ensure_prepared
 from accounts.tenancy import tenant_scope
 from triggers.models import Meter, MeterDefinition, MeterDelta
 from triggers.segment import ValidEvent
@@ -142,10 +143,18 @@ def delta_statement(*, workspace_id: int, changes: Changes, now: datetime) -> tu
         return None
     slots: list[tuple[Any, ...]] = [(*slot, _json_amount(amount), False) for slot, amount in changes.increments.items()]
     slots += [(*slot, _json_amount(amount), True) for slot, amount in changes.gauges.items()]
-    return (
-        f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)",
-        [workspace_id, now, orjson.dumps(slots).decode()],
-    )
+    params = [workspace_id, now, orjson.dumps(slots).decode()]
+    if connection.vendor == "postgresql":
+        ensure_prepared([INSERT_DELTA])
+        return INSERT_DELTA.execute, params
+    return f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)", params
+
+
+INSERT_DELTA = Prepared(
+    "uplift_ingest_insert_meter_delta",
+    ("bigint", "timestamptz", "jsonb"),
+    f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES ($1, $2, $3)",
+)
 
 
 def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:

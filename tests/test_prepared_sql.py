@@ -1,0 +1,61 @@
+"""The hot API statements run as prepared statements, prepared once per database session."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from accounts import prepared_sql
+from accounts.tenancy import tenant_scope
+from triggers.ingest import INGEST_STATEMENTS
+from triggers.models import Event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NAMES = {statement.name for statement in INGEST_STATEMENTS} | {"uplift_key_lookup"}
+
+
+def track(tenant, message_id: str):  # type: ignore[no-untyped-def]
+    call = {"messageId": message_id, "userId": "u1", "event": "E", "context": {"groupId": "acme"}}
+    response = Client().post("/v1/track", json.dumps(call), content_type="application/json", **tenant.basic())
+    assert response.status_code == 200, response.content
+    return response
+
+
+def session_statements() -> dict[str, int]:
+    """This session's prepared statements and how many times each was planned (= executed)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, generic_plans + custom_plans FROM pg_prepared_statements")
+        return dict(cursor.fetchall())
+
+
+def test_each_statement_is_prepared_once_per_session_and_executed_each_time(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    connection.close()  # a new session
+    for n in range(7):
+        track(tenant_a, f"m{n}")
+    statements = session_statements()
+    assert set(statements) >= NAMES and prepared_sql.prepared_names() >= NAMES
+    # One customer: after the first call its outbox row is pending, so every call runs each statement once.
+    assert statements["uplift_ingest_claim_and_look_up"] == 7
+    assert statements["uplift_ingest_insert_events"] == 7
+    assert statements["uplift_key_lookup"] == 7
+
+
+def test_a_session_that_already_has_them_is_not_asked_to_prepare_again(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    track(tenant_a, "first")
+    # This process forgets what the session has (as after a reload): it asks the session, and
+    # preparing a statement that exists would fail the request.
+    prepared_sql._prepared_by_session.clear()
+    track(tenant_a, "second")
+    connection.close()  # a new session prepares them again
+    track(tenant_a, "third")
+    assert set(session_statements()) >= NAMES
+    with tenant_scope(tenant_a.workspace):
+        assert sorted(Event.objects.values_list("message_id", flat=True)) == ["first", "second", "third"]
