@@ -41,7 +41,7 @@ def test_each_statement_is_prepared_once_per_session_and_executed_each_time(tena
     statements = session_statements()
     assert set(statements) >= NAMES and prepared_sql.prepared_names() >= NAMES
     # One customer: after the first call its outbox row is pending, so every call runs each statement once.
-    assert statements["uplift_ingest_claim_and_look_up"] == 7
+    assert statements["uplift_ingest_share_or_create_pending"] == 7
     assert statements["uplift_ingest_insert_events"] == 7
     assert statements["uplift_key_lookup"] == 7
 
