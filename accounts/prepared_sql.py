@@ -15,7 +15,6 @@ This needs a session per connection: a pooler that hands one server session to s
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,32 +32,25 @@ class Prepared:
     types: tuple[str, ...]
     sql: str
 
-    @property
-    def execute(self) -> str:
-        """The statement to send, with one psycopg2 placeholder per parameter."""
+    def runnable(self) -> str:
+        """`EXECUTE name(%s, …)`, once the statement is prepared on this request's database session."""
+        _ensure_prepared(self)
         return f"EXECUTE {self.name}({', '.join(['%s'] * len(self.types))})"
 
-    @property
-    def prepare(self) -> str:
-        return f"PREPARE {self.name} ({', '.join(self.types)}) AS {self.sql}"
 
-
-def ensure_prepared(statements: Iterable[Prepared]) -> None:
-    """Prepare, on this request's database session, whichever of `statements` it lacks."""
+def _ensure_prepared(statement: Prepared) -> None:
     connection.ensure_connection()
     session = connection.connection
     known = _prepared_by_session.get(session)
-    statements = list(statements)
-    if known is not None and all(statement.name in known for statement in statements):
+    if known is not None and statement.name in known:
         return
     with connection.cursor() as cursor:
-        if known is None:
+        if known is None:  # a session this process has not seen: ask it what it has
             cursor.execute("SELECT name FROM pg_prepared_statements")
             known = {row[0] for row in cursor.fetchall()}
-        missing = [statement for statement in statements if statement.name not in known]
-        if missing:
-            cursor.execute("; ".join(statement.prepare for statement in missing))
-    _prepared_by_session[session] = known | {statement.name for statement in missing}
+        if statement.name not in known:
+            cursor.execute(f"PREPARE {statement.name} ({', '.join(statement.types)}) AS {statement.sql}")
+    _prepared_by_session[session] = known | {statement.name}
 
 
 def prepared_names() -> set[str]:

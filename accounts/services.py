@@ -11,7 +11,7 @@ from django.db import connection, models, transaction
 
 from accounts import keys
 from accounts.models import ApiKey, AuditEntry, Contact, Customer, Membership, User, Workspace
-from accounts.prepared_sql import Prepared, ensure_prepared
+from accounts.prepared_sql import Prepared
 from accounts.tenancy import tenant_scope
 
 
@@ -126,9 +126,8 @@ def _key_with_workspace(key_id: str) -> ApiKey | None:
     if connection.vendor != "postgresql":
         return ApiKey.all_workspaces.select_related("workspace").filter(key_id=key_id).first()
     statement, key_fields, workspace_fields = _key_lookup()
-    ensure_prepared([statement])
     with connection.cursor() as cursor:
-        cursor.execute(statement.execute, [key_id])
+        cursor.execute(statement.runnable(), [key_id])
         row = cursor.fetchone()
     if row is None:
         return None

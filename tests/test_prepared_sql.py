@@ -10,12 +10,25 @@ from django.test import Client
 
 from accounts import prepared_sql
 from accounts.tenancy import tenant_scope
-from triggers.ingest import INGEST_STATEMENTS
 from triggers.models import Event
+from triggers.services import create_meter_definition
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-NAMES = {statement.name for statement in INGEST_STATEMENTS} | {"uplift_key_lookup"}
+NAMES = {
+    "uplift_key_lookup",
+    "uplift_ingest_insert_events",
+    "uplift_ingest_insert_meter_delta",
+    "uplift_ingest_share_or_create_pending",
+}
+
+
+def count_events(tenant) -> None:  # type: ignore[no-untyped-def]
+    """A meter on the tracked event, so every call also writes a meter delta."""
+    with tenant_scope(tenant.workspace):
+        create_meter_definition(
+            workspace=tenant.workspace, key="e-count", label="E", event_name="E", aggregation="count", reset="never"
+        )
 
 
 def track(tenant, message_id: str):  # type: ignore[no-untyped-def]
@@ -35,6 +48,7 @@ def session_statements() -> dict[str, int]:
 def test_each_statement_is_prepared_once_per_session_and_executed_each_time(tenant_a) -> None:  # type: ignore[no-untyped-def]
     if connection.vendor != "postgresql":
         pytest.skip("prepared statements are PostgreSQL's")
+    count_events(tenant_a)
     connection.close()  # a new session
     for n in range(7):
         track(tenant_a, f"m{n}")
@@ -44,11 +58,13 @@ def test_each_statement_is_prepared_once_per_session_and_executed_each_time(tena
     assert statements["uplift_ingest_share_or_create_pending"] == 7
     assert statements["uplift_ingest_insert_events"] == 7
     assert statements["uplift_key_lookup"] == 7
+    assert statements["uplift_ingest_insert_meter_delta"] == 7
 
 
 def test_a_session_that_already_has_them_is_not_asked_to_prepare_again(tenant_a) -> None:  # type: ignore[no-untyped-def]
     if connection.vendor != "postgresql":
         pytest.skip("prepared statements are PostgreSQL's")
+    count_events(tenant_a)
     track(tenant_a, "first")
     # This process forgets what the session has (as after a reload): it asks the session, and
     # preparing a statement that exists would fail the request.

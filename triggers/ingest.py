@@ -19,7 +19,7 @@ import orjson
 from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
-from accounts.prepared_sql import Prepared, ensure_prepared
+from accounts.prepared_sql import Prepared
 from triggers import meters
 from triggers.batch_sql import id_array, text_array
 from triggers.models import EvaluationRequest, Event, EventReceipt, MeterDefinition
@@ -31,27 +31,6 @@ class IngestResult:
     stored: int
     duplicates: int
     evaluation_request_ids: list[int]
-
-
-def _rows_source(
-    types: tuple[str, ...], rows: list[tuple[Any, ...]], constants: tuple[Any, ...] = ()
-) -> tuple[str, list[Any]]:
-    """A row source for ``INSERT INTO t (varying..., constant...) <source>``.
-
-    On PostgreSQL one typed array per varying column through unnest(), and each constant (the
-    workspace, the time) passed once: a 500-row VALUES list costs PostgreSQL more to parse and
-    type than to execute, and psycopg2 more to quote, than the upsert itself.
-    """
-    if connection.vendor == "postgresql":
-        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in types]
-        arrays = ", ".join(f"%s::{sql_type}[]" for sql_type in types)
-        extra = "".join(", %s" for _ in constants)
-        return f"SELECT *{extra} FROM unnest({arrays})", [
-            *constants,
-            *(_pg_array(sql_type, column) for sql_type, column in zip(types, columns, strict=True)),
-        ]
-    placeholders = "(" + ", ".join(["%s"] * (len(types) + len(constants))) + ")"
-    return "VALUES " + ", ".join([placeholders] * len(rows)), [v for row in rows for v in (*row, *constants)]
 
 
 def _pg_array(sql_type: str, values: list[Any]) -> Any:
@@ -131,6 +110,11 @@ WHERE workspace_id = %(workspace)s
 """
 
 
+def _people_ids(events: list[ValidEvent]) -> tuple[list[str], list[str]]:
+    """The customer (groupId) and contact (userId) ids the events name, sorted."""
+    return sorted({e.group_id for e in events if e.group_id}), sorted({e.user_id for e in events if e.user_id})
+
+
 def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: datetime) -> tuple[set[str], _Known]:
     """The message ids not seen before (see _claim_message_ids), and what already exists for the request."""
     if connection.vendor != "postgresql":
@@ -140,10 +124,7 @@ def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: date
     customers: dict[str, int] = {}
     contacts: dict[str, tuple[int, int | None]] = {}
     specs: list[meters.MeterSpec] = []
-    # The request's writes run on the same session, right after.
-    ensure_prepared(INGEST_STATEMENTS)
-    group_ids = sorted({event.group_id for event in events if event.group_id})
-    user_ids = sorted({event.user_id for event in events if event.user_id})
+    group_ids, user_ids = _people_ids(events)
     message_ids = sorted(event.message_id for event in events)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -170,8 +151,7 @@ def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: date
 
 def _look_up(workspace: Workspace, events: list[ValidEvent]) -> _Known:
     """What already exists for these events, one query at a time (SQLite; see _claim_and_look_up)."""
-    group_ids = sorted({event.group_id for event in events if event.group_id})
-    user_ids = sorted({event.user_id for event in events if event.user_id})
+    group_ids, user_ids = _people_ids(events)
     return _Known(
         customers=dict(_find(Customer, workspace, group_ids, "id")) if group_ids else {},
         contacts={
@@ -483,7 +463,7 @@ def _event_writes(
         params += [_nullable_id_array(columns[6]), _nullable_id_array(columns[7])]
         params += [text_array(columns[8]), text_array(columns[9])]
         params += [text_array([timestamp.isoformat() for timestamp in columns[10]]), workspace.pk, now]
-        return [(INSERT_EVENTS.execute, params)]
+        return [(INSERT_EVENTS.runnable(), params)]
     insert = f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
     return [(insert, list(row)) for row in values]
 
@@ -530,13 +510,11 @@ def request_evaluation(
             [workspace.pk, *ordered],
         )
         pending = {row[0] for row in cursor.fetchall()}
-        source, params = _rows_source(
-            ("bigint",), [(customer_id,) for customer_id in ordered], (workspace.pk, now, now, 1)
-        )
         cursor.execute(
-            f"INSERT INTO {table} (customer_id, workspace_id, created_at, last_published_at, publishes) {source} "
-            "ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL DO NOTHING RETURNING id",
-            params,
+            f"INSERT INTO {table} (customer_id, workspace_id, created_at, last_published_at, publishes) VALUES "
+            + ", ".join(["(%s, %s, %s, %s, 1)"] * len(ordered))
+            + " ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL DO NOTHING RETURNING id",
+            [value for customer_id in ordered for value in (customer_id, workspace.pk, now, now)],
         )
         return [row[0] for row in cursor.fetchall() if row[0] not in pending]
 
@@ -574,13 +552,13 @@ def _share_or_create_pending(
     """Rounds of SHARE_OR_CREATE until every customer is covered; `first` runs before, in the same round trip."""
     created: list[int] = []
     remaining = ordered
-    ensure_prepared([SHARE_OR_CREATE])
+    run_share_or_create = SHARE_OR_CREATE.runnable()
     with connection.cursor() as cursor:
         while remaining:
             customers = id_array(remaining)
             # psycopg2 sends the statements as one query string and returns the last one's rows.
             cursor.execute(
-                "; ".join([*(statement for statement, _params in first), SHARE_OR_CREATE.execute]),
+                "; ".join([*(statement for statement, _params in first), run_share_or_create]),
                 [*(value for _sql, params in first for value in params), workspace.pk, customers, now],
             )
             first = []
@@ -591,10 +569,6 @@ def _share_or_create_pending(
                     created.append(row_id)
             remaining = [customer_id for customer_id in remaining if customer_id not in covered]
     return created
-
-
-# Prepared together on a session's first ingest (PostgreSQL).
-INGEST_STATEMENTS = (INSERT_EVENTS, meters.INSERT_DELTA, SHARE_OR_CREATE)
 
 
 def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:

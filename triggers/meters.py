@@ -20,7 +20,7 @@ import orjson
 from django.db import connection, transaction
 
 from accounts.models import Customer
-from accounts.prepared_sql import Prepared, ensure_prepared
+from accounts.prepared_sql import Prepared
 from accounts.tenancy import tenant_scope
 from triggers.models import Meter, MeterDefinition, MeterDelta
 from triggers.segment import ValidEvent
@@ -145,8 +145,7 @@ def delta_statement(*, workspace_id: int, changes: Changes, now: datetime) -> tu
     slots += [(*slot, _json_amount(amount), True) for slot, amount in changes.gauges.items()]
     params = [workspace_id, now, orjson.dumps(slots).decode()]
     if connection.vendor == "postgresql":
-        ensure_prepared([INSERT_DELTA])
-        return INSERT_DELTA.execute, params
+        return INSERT_DELTA.runnable(), params
     return f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)", params
 
 
