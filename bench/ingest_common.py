@@ -107,6 +107,9 @@ def start_gunicorn(url: str, redis_url: str, workers: int, threads: int) -> tupl
             str(threads),
             "--log-level",
             "warning",
+            # As deployed (Dockerfile): the app is imported once and every worker is forked ready,
+            # so no worker is still importing while the clients are timed.
+            "--preload",
         ],
         cwd=ROOT,
         env=env,

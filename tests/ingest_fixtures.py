@@ -140,6 +140,7 @@ def live_ingest(django_db_setup: None, django_db_blocker: object) -> Iterator[Li
             "4",
             "--timeout",
             "60",
+            "--preload",  # as deployed (Dockerfile)
         ],
         cwd=ROOT,
         env=env,

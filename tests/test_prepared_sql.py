@@ -9,6 +9,7 @@ from django.db import connection
 from django.test import Client
 
 from accounts import prepared_sql
+from accounts.models import Contact, Customer
 from accounts.tenancy import tenant_scope
 from triggers.models import Event
 from triggers.services import create_meter_definition
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 NAMES = {
     "uplift_key_lookup",
+    "uplift_ingest_claim_one",
     "uplift_ingest_insert_events",
     "uplift_ingest_insert_meter_delta",
     "uplift_ingest_share_or_create_pending",
@@ -58,6 +60,7 @@ def test_each_statement_is_prepared_once_per_session_and_executed_each_time(tena
     assert statements["uplift_ingest_share_or_create_pending"] == 7
     assert statements["uplift_ingest_insert_events"] == 7
     assert statements["uplift_key_lookup"] == 7
+    assert statements["uplift_ingest_claim_one"] == 7
     assert statements["uplift_ingest_insert_meter_delta"] == 7
 
 
@@ -75,3 +78,34 @@ def test_a_session_that_already_has_them_is_not_asked_to_prepare_again(tenant_a)
     assert set(session_statements()) >= NAMES
     with tenant_scope(tenant_a.workspace):
         assert sorted(Event.objects.values_list("message_id", flat=True)) == ["first", "second", "third"]
+
+
+def test_the_single_event_look_up_reads_the_unique_indexes_even_as_a_cached_generic_plan(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """The failure this statement must not have: a cached plan that walks the workspace's people.
+
+    Thousands of customers and contacts, never analyzed (no statistics, as in a new database):
+    the generic plan, which knows none of the ids, must still look each one up in its
+    (workspace, external id) unique index rather than filter a workspace-wide index."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    workspace = tenant_a.workspace
+    with tenant_scope(workspace):
+        customers = Customer.objects.bulk_create(
+            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in range(2000)
+        )
+        Contact.objects.bulk_create(
+            Contact(workspace=workspace, external_id=f"person-{n}", customer=customers[n % 2000]) for n in range(4000)
+        )
+    track(tenant_a, "prepares-it")
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(
+                "EXPLAIN EXECUTE uplift_ingest_claim_one(%s, now(), 'm', 'co-7', 'person-7')", [workspace.pk]
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET plan_cache_mode")
+    assert "$4" in plan and "$5" in plan, plan  # the generic plan, not one made for these ids
+    assert "customer_external_id_unique" in plan, plan
+    assert "contact_external_id_unique" in plan, plan
