@@ -62,7 +62,7 @@ def main() -> None:
     host, port = base.removeprefix("http://").split(":")
     timestamp = datetime.now(UTC).isoformat()
 
-    def client(index: int, until: float, record: bool, results: Connection) -> None:
+    def client(index: int, until: float, record: bool, results: Connection, probe: bool = False) -> None:
         # A lean closed-loop client, as wrk would be: the load generator shares the machine's two
         # cores with the server, so every microsecond it spends is one the server does not get.
         # Bodies are formatted from a template (the JSON json.dumps would write) and the response
@@ -77,13 +77,17 @@ def main() -> None:
             f"POST /v1/track HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Authorization: {auth}\r\nContent-Length: "
         ).encode()
+        health = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
         latencies: list[float] = []
         errors: list[int] = []
         sock: socket.socket | None = None
         n = 0
         while time.time() < until:
-            body = (template % (n, n % 100)).encode()
-            request = b"%s%d\r\n\r\n%s" % (head, len(body), body)
+            if probe:
+                request = health
+            else:
+                body = (template % (n, n % 100)).encode()
+                request = b"%s%d\r\n\r\n%s" % (head, len(body), body)
             n += 1
             start = time.perf_counter()
             if sock is None:  # gunicorn's sync workers close the connection after each response
@@ -101,14 +105,15 @@ def main() -> None:
             sock.close()
         results.send((latencies, errors))
 
-    def run(seconds: float, record: bool) -> tuple[float, list[list[float]], list[int]]:
+    def run(seconds: float, record: bool, probe: bool = False) -> tuple[float, list[list[float]], list[int]]:
         # One process per client: threads of one process queued on its GIL, and that wait was
         # counted as the server's latency.
         until = time.time() + seconds
         fork = multiprocessing.get_context("fork")  # the client is a closure
         pipes = [fork.Pipe(duplex=False) for _ in range(args.clients)]
         clients = [
-            fork.Process(target=client, args=(i, until, record, sender)) for i, (_receiver, sender) in enumerate(pipes)
+            fork.Process(target=client, args=(i, until, record, sender, probe))
+            for i, (_receiver, sender) in enumerate(pipes)
         ]
         start = time.perf_counter()
         for each in clients:
@@ -122,6 +127,10 @@ def main() -> None:
     try:
         run(3.0, record=False)
         elapsed, latencies, errors = run(args.seconds, record=True)
+        # The same clients and server on GET /healthz (no database, no Redis): this machine's
+        # ceiling for any request through gunicorn, Django and the middleware, measured in the
+        # same run, so that track figures from faster and slower hours can be compared.
+        probe_elapsed, probe_latencies, probe_errors = run(min(args.seconds, 10.0), record=True, probe=True)
     finally:
         process.terminate()
         process.wait()
@@ -129,7 +138,9 @@ def main() -> None:
     with tenant_scope(workspace):
         stored = Event.objects.filter(message_id__startswith="run-").count()
     assert not errors, errors[:10]
+    assert not probe_errors, probe_errors[:10]
     assert stored == len(flat), (stored, len(flat))
+    probe_rate = sum(len(per) for per in probe_latencies) / probe_elapsed
     print(
         f"single-event track benchmark: {args.clients} clients, gunicorn {args.workers}x{args.threads}, "
         f"{args.seconds:.0f}s, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
@@ -138,6 +149,10 @@ def main() -> None:
     print(
         f"  latency ms p50 {percentile(flat, 0.5) * 1000:.1f}  p90 {percentile(flat, 0.9) * 1000:.1f}  "
         f"p99 {percentile(flat, 0.99) * 1000:.1f}  max {flat[-1] * 1000:.1f}"
+    )
+    print(
+        f"  same clients on GET /healthz: {probe_rate:,.0f} requests/s; "
+        f"track ÷ healthz {len(flat) / elapsed / probe_rate:.2f}"
     )
 
 
