@@ -342,3 +342,18 @@ def test_a_blocked_caller_is_not_counted_against_the_key():
         ratelimit.hit_unless_blocked(bucket=bucket, limit=2, blocked_by=(block_key, 4), clock=clock) for _ in range(3)
     ]
     assert [(d.allowed, d.remaining) for d in counted if d is not None] == [(True, 1), (True, 0), (False, 0)]
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "*/*", ""])
+def test_the_write_key_api_answers_json_whatever_the_accept_header_says(tenant_a, accept):
+    """One representation, no negotiation: a browser-like or odd Accept header gets the JSON
+    answer (and an error stays a JSON error), never the browsable API or a 406."""
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = post(tenant_a, "/v1/track", good("json-1"), **headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"success": True, "stored": 1, "duplicates": 0}
+    refused = post(tenant_a, "/v1/track", {"messageId": "x"}, **headers)
+    assert refused.status_code == 400
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["error"]["code"] == "invalid_events"
