@@ -13,6 +13,7 @@ from accounts import access
 from accounts.models import ApiKey, Customer
 from accounts.tenancy import NoTenantScope, TenantManager, tenant_scope
 from tests.conftest import email_marketing_catalog, subscribe
+from triggers.models import Event
 
 
 def all_patterns(resolver: URLResolver | None = None, prefix: str = "") -> list[tuple[str, URLPattern]]:
@@ -107,3 +108,43 @@ def test_anonymous_visitors_are_sent_to_login_for_member_pages():
     for path in ("/dashboard/", "/accounts/settings/keys/"):
         response = Client().get(path)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_every_route_under_the_api_prefixes_is_authenticated_by_a_key():
+    """The API prefixes skip sessions and login (accounts/middleware.py): a page there would have no user."""
+    from accounts.middleware import API_PATH_PREFIXES
+
+    api_routes = {
+        route: access.policy_of(pattern.callback)
+        for route, pattern in all_patterns()
+        if ("/" + route).startswith(API_PATH_PREFIXES)
+    }
+    assert len(api_routes) >= 15
+    assert {
+        route for route, policy in api_routes.items() if policy not in (access.WRITE_KEY, access.SECRET_KEY)
+    } == set()
+
+
+def test_an_api_call_with_a_founders_session_cookie_ignores_the_session_and_a_page_still_uses_it(tenant_a, tenant_b):
+    """tenant_a's logged-in browser calls the management API with tenant_b's key: the key decides,
+    the session is not read (no Vary: Cookie, no cookie set), and the dashboard still knows her."""
+    response = tenant_a.client.get("/api/v1/customers", **tenant_b.bearer())
+    assert response.status_code == 200, response.content
+    assert "Cookie" not in response.get("Vary", "")
+    assert not response.cookies
+    page = tenant_a.client.get("/dashboard/")
+    assert page.status_code == 200
+    assert page.wsgi_request.user == tenant_a.user
+    assert "Cookie" in page["Vary"]
+    track = tenant_a.client.post(
+        "/v1/track",
+        json.dumps({"messageId": "m1", "userId": "u1", "event": "E"}),
+        content_type="application/json",
+        **tenant_b.basic(),
+    )
+    assert track.status_code == 200, track.content
+    assert not hasattr(track.wsgi_request, "session")
+    assert not hasattr(track.wsgi_request, "htmx")
+    for tenant, stored in ((tenant_b, 1), (tenant_a, 0)):
+        with tenant_scope(tenant.workspace):
+            assert Event.objects.filter(message_id="m1").count() == stored
