@@ -20,6 +20,12 @@ dashboard_patterns = (
 )
 
 urlpatterns = [
+    # The API first: product code calls it far more often than founders load pages, and Django
+    # tries the patterns in order (behind the page includes, /v1/track took 40 µs to resolve).
+    *triggers_api,
+    *offers_api,
+    path("api/v1/metrics", expansion_api.MetricsView.as_view(), name="api-metrics"),
+    path("api/v1/opportunities", expansion_api.OpportunitiesView.as_view(), name="api-opportunities"),
     path("", views.root, name="root"),
     path("healthz", views.health, name="health"),
     path("dashboard/", include(dashboard_patterns)),
@@ -37,8 +43,4 @@ urlpatterns = [
         access.access(access.PUBLIC)(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
         name="api-docs",
     ),
-    *triggers_api,
-    *offers_api,
-    path("api/v1/metrics", expansion_api.MetricsView.as_view(), name="api-metrics"),
-    path("api/v1/opportunities", expansion_api.OpportunitiesView.as_view(), name="api-opportunities"),
 ]
