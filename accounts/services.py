@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 
 from accounts import keys
 from accounts.models import ApiKey, AuditEntry, Contact, Customer, Membership, User, Workspace
@@ -115,6 +115,35 @@ def _key_lookup() -> tuple[Prepared, list[str], list[str]]:
     return statement, *fields
 
 
+def _key_row(statement: Prepared, key_id: str) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement.runnable(), [key_id])
+        return cursor.fetchone()  # type: ignore[no-any-return]
+
+
+def _key_row_checking_the_connection(statement: Prepared, key_id: str) -> tuple[Any, ...] | None:
+    """The key look-up, which also serves as the request's connection health check.
+
+    Django checks a reused connection before a request's first query with a `SELECT 1` round trip
+    of its own: one of the six a `track` call made. The key look-up is every API request's first
+    query and is read-only, so it is the check instead: on a connection that died since its last
+    request it fails, and runs once more on a new connection, as the health check would have made
+    (tests/test_prepared_sql.py kills the session between two requests).
+    """
+    # Django's own flags for CONN_HEALTH_CHECKS (django/db/backends/base/base.py; not in the stubs).
+    database: Any = connection
+    unchecked = database.connection is not None and database.health_check_enabled and not database.health_check_done
+    if unchecked:
+        database.health_check_done = True
+    try:
+        return _key_row(statement, key_id)
+    except (OperationalError, InterfaceError):
+        if not unchecked or connection.in_atomic_block:
+            raise
+        connection.close()
+        return _key_row(statement, key_id)
+
+
 def _key_with_workspace(key_id: str) -> ApiKey | None:
     """The key with this id and its workspace, in one query.
 
@@ -126,9 +155,7 @@ def _key_with_workspace(key_id: str) -> ApiKey | None:
     if connection.vendor != "postgresql":
         return ApiKey.all_workspaces.select_related("workspace").filter(key_id=key_id).first()
     statement, key_fields, workspace_fields = _key_lookup()
-    with connection.cursor() as cursor:
-        cursor.execute(statement.runnable(), [key_id])
-        row = cursor.fetchone()
+    row = _key_row_checking_the_connection(statement, key_id)
     if row is None:
         return None
     api_key = ApiKey.from_db(connection.alias, key_fields, row[: len(key_fields)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg2
 import pytest
 from django.db import connection
 from django.test import Client
@@ -109,3 +110,43 @@ def test_the_single_event_look_up_reads_the_unique_indexes_even_as_a_cached_gene
     assert "$4" in plan and "$5" in plan, plan  # the generic plan, not one made for these ids
     assert "customer_external_id_unique" in plan, plan
     assert "contact_external_id_unique" in plan, plan
+
+
+def _new_request_starts() -> None:
+    """What Django does for the connection when a request starts (the test client skips it)."""
+    connection.close_if_unusable_or_obsolete()
+
+
+def test_the_key_look_up_is_the_health_check_no_select_1_round_trip(tenant_a, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        pytest.skip("the key look-up is hand-written SQL on PostgreSQL")
+    track(tenant_a, "first")
+    checks: list[bool] = []
+    real_is_usable = connection.is_usable
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(True) or real_is_usable())
+    for n in range(3):
+        _new_request_starts()
+        track(tenant_a, f"again-{n}")
+    assert checks == []  # Django's SELECT 1 never ran
+    with tenant_scope(tenant_a.workspace):
+        assert Event.objects.count() == 4
+
+
+def test_an_api_call_on_a_connection_that_died_since_its_last_request_is_answered_on_a_new_one(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        pytest.skip("the key look-up is hand-written SQL on PostgreSQL")
+    track(tenant_a, "before")
+    dead_pid = connection.connection.get_backend_pid()
+    killer = psycopg2.connect(**connection.get_connection_params())
+    killer.autocommit = True
+    with killer.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [dead_pid])
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [dead_pid])
+        while cursor.fetchone()[0]:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [dead_pid])
+    killer.close()
+    _new_request_starts()
+    track(tenant_a, "after")  # 200, not a 503
+    assert connection.connection.get_backend_pid() != dead_pid
+    with tenant_scope(tenant_a.workspace):
+        assert sorted(Event.objects.values_list("message_id", flat=True)) == ["after", "before"]
