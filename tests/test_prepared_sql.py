@@ -8,11 +8,12 @@ import psycopg2
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from accounts import prepared_sql
 from accounts.models import Contact, Customer
 from accounts.tenancy import tenant_scope
-from triggers.models import Event
+from triggers.models import EvaluationRequest, Event
 from triggers.services import create_meter_definition
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -150,3 +151,46 @@ def test_an_api_call_on_a_connection_that_died_since_its_last_request_is_answere
     assert connection.connection.get_backend_pid() != dead_pid
     with tenant_scope(tenant_a.workspace):
         assert sorted(Event.objects.values_list("message_id", flat=True)) == ["after", "before"]
+
+
+def _rows_read_from(plan: dict, table: str) -> int:
+    """Rows a JSON plan's scans of `table` read: returned plus filtered out, over every loop (an
+    upper bound: PostgreSQL reports a per-loop average, rounded)."""
+    total = 0
+    if plan.get("Relation Name") == table and "Scan" in plan["Node Type"]:
+        total += (plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)) * plan.get("Actual Loops", 1)
+    return total + sum(_rows_read_from(child, table) for child in plan.get("Plans", []))
+
+
+def test_the_outbox_lock_reads_only_the_requested_customers_rows_even_as_a_cached_generic_plan(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """Share-locking a request's pending outbox rows must cost per customer of the request, not per
+    pending row of the workspace: 2,000 pending rows, never analyzed, a generic plan, 3 customers."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    workspace = tenant_a.workspace
+    with tenant_scope(workspace):
+        customers = Customer.objects.bulk_create(
+            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in range(2000)
+        )
+        EvaluationRequest.objects.bulk_create(
+            EvaluationRequest(workspace=workspace, customer=customer, created_at=timezone.now())
+            for customer in customers
+        )
+        fresh = Customer.objects.create(workspace=workspace, external_id="co-new", name="New")
+    track(tenant_a, "prepares-it")
+    wanted = sorted([customers[7].pk, customers[1500].pk, fresh.pk])
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE uplift_ingest_share_or_create_pending(%s, %s::bigint[], now())",
+                [workspace.pk, wanted],
+            )
+            (plan,) = cursor.fetchone()[0]
+        finally:
+            cursor.execute("RESET plan_cache_mode")
+    # One probe of the unique index per customer (two pending rows locked, one created), where the
+    # old statement's cached plan walked and compared all 2,001 pending rows of the workspace.
+    assert _rows_read_from(plan["Plan"], EvaluationRequest._meta.db_table) <= len(wanted), json.dumps(plan, indent=1)
+    with tenant_scope(workspace):
+        assert EvaluationRequest.objects.filter(customer=fresh, claimed_at__isnull=True).count() == 1
