@@ -194,3 +194,54 @@ def test_the_outbox_lock_reads_only_the_requested_customers_rows_even_as_a_cache
     assert _rows_read_from(plan["Plan"], EvaluationRequest._meta.db_table) <= len(wanted), json.dumps(plan, indent=1)
     with tenant_scope(workspace):
         assert EvaluationRequest.objects.filter(customer=fresh, claimed_at__isnull=True).count() == 1
+
+
+def test_a_batch_look_up_reads_only_the_people_it_names_even_as_a_cached_generic_plan(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """A batch's claim-and-look-up must cost per person it names, not per person of the workspace:
+    2,000 customers and 4,000 contacts, never analyzed, a generic plan, a batch naming 3 of each."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    workspace = tenant_a.workspace
+    with tenant_scope(workspace):
+        customers = Customer.objects.bulk_create(
+            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in range(2000)
+        )
+        Contact.objects.bulk_create(
+            Contact(workspace=workspace, external_id=f"person-{n}", customer=customers[n % 2000]) for n in range(4000)
+        )
+    batch = [
+        {
+            "type": "track",
+            "messageId": f"b{n}",
+            "userId": f"person-{n * 1000}",
+            "event": "E",
+            "context": {"groupId": f"co-{n * 500}"},
+        }
+        for n in range(3)
+    ]
+    response = Client().post(
+        "/v1/batch", json.dumps({"batch": batch}), content_type="application/json", **tenant_a.basic()
+    )
+    assert response.status_code == 200, response.content
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE uplift_ingest_claim_many(%s, now(), %s, %s, %s)",
+                [workspace.pk, "{m1,m2,m3}", "{co-0,co-500,co-1000}", "{person-0,person-1000,person-2000}"],
+            )
+            (plan,) = cursor.fetchone()[0]
+        finally:
+            cursor.execute("RESET plan_cache_mode")
+    rows = json.dumps(plan, indent=1)
+    assert _rows_read_from(plan["Plan"], Customer._meta.db_table) <= 3, rows
+    assert _rows_read_from(plan["Plan"], Contact._meta.db_table) <= 3, rows
+    with tenant_scope(workspace):
+        stored = Event.objects.order_by("message_id").values_list(
+            "message_id", "contact__external_id", "customer__external_id"
+        )
+        assert list(stored) == [
+            ("b0", "person-0", "co-0"),
+            ("b1", "person-1000", "co-500"),
+            ("b2", "person-2000", "co-1000"),
+        ]
