@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, models, transaction
 
 from accounts import keys
 from accounts.models import ApiKey, AuditEntry, Contact, Customer, Membership, User, Workspace
-from accounts.prepared_sql import Prepared
+from accounts.prepared_sql import Prepared, on_postgresql
 from accounts.tenancy import tenant_scope
 
 
@@ -131,16 +131,16 @@ def _key_row_checking_the_connection(statement: Prepared, key_id: str) -> tuple[
     (tests/test_prepared_sql.py kills the session between two requests).
     """
     # Django's own flags for CONN_HEALTH_CHECKS (django/db/backends/base/base.py; not in the stubs).
-    database: Any = connection
+    database: Any = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local look-up
     unchecked = database.connection is not None and database.health_check_enabled and not database.health_check_done
     if unchecked:
         database.health_check_done = True
     try:
         return _key_row(statement, key_id)
     except (OperationalError, InterfaceError):
-        if not unchecked or connection.in_atomic_block:
+        if not unchecked or database.in_atomic_block:
             raise
-        connection.close()
+        database.close()
         return _key_row(statement, key_id)
 
 
@@ -152,14 +152,14 @@ def _key_with_workspace(key_id: str) -> ApiKey | None:
     column these models have — text and aware datetimes — as Python needs them, with no converters),
     and a prepared statement (accounts/prepared_sql.py), so it is not parsed and planned each time.
     """
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         return ApiKey.all_workspaces.select_related("workspace").filter(key_id=key_id).first()
     statement, key_fields, workspace_fields = _key_lookup()
     row = _key_row_checking_the_connection(statement, key_id)
     if row is None:
         return None
-    api_key = ApiKey.from_db(connection.alias, key_fields, row[: len(key_fields)])
-    workspace = Workspace.from_db(connection.alias, workspace_fields, row[len(key_fields) :])
+    api_key = ApiKey.from_db(DEFAULT_DB_ALIAS, key_fields, row[: len(key_fields)])
+    workspace = Workspace.from_db(DEFAULT_DB_ALIAS, workspace_fields, row[len(key_fields) :])
     ApiKey._meta.get_field("workspace").set_cached_value(api_key, workspace)  # type: ignore[union-attr]
     return api_key
 

@@ -19,7 +19,7 @@ import orjson
 from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
-from accounts.prepared_sql import Prepared
+from accounts.prepared_sql import Prepared, on_postgresql
 from triggers import meters
 from triggers.batch_sql import id_array, text_array
 from triggers.models import EvaluationRequest, Event, EventReceipt, MeterDefinition
@@ -62,7 +62,7 @@ def _find(
 ) -> list[Any]:
     """Rows of the workspace's customers or contacts with these external ids: (external_id, *columns)."""
     params: list[Any]
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         match, params = "= ANY(%s::text[])", [text_array(external_ids)]
     else:
         match, params = f"IN ({', '.join(['%s'] * len(external_ids))})", list(external_ids)
@@ -156,7 +156,7 @@ def _people_ids(events: list[ValidEvent]) -> tuple[list[str], list[str]]:
 
 def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: datetime) -> tuple[set[str], _Known]:
     """The message ids not seen before (see _claim_message_ids), and what already exists for the request."""
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         claimed = _claim_message_ids(workspace, events, now)
         return claimed, _look_up(workspace, [event for event in events if event.message_id in claimed])
     new_ids: set[str] = set()
@@ -305,7 +305,7 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent], found: dict[st
         )
     # Also for customers just created: a concurrent request may have created one first, without these traits.
     with_traits = sorted(key for key, traits in wanted.items() if traits)
-    if with_traits and connection.vendor == "postgresql":
+    if with_traits and on_postgresql():
         _merge_customer_traits(workspace, [(key, wanted[key]) for key in with_traits])
     elif with_traits:
         # Locked in a fixed order so two requests merging traits of the same customers cannot deadlock.
@@ -373,7 +373,7 @@ def _contacts(
         )
 
     to_update = sorted(key for key in wanted if needs_update(key))
-    if to_update and connection.vendor == "postgresql":
+    if to_update and on_postgresql():
         found.update(_merge_contacts(workspace, [(key, wanted[key]) for key in to_update]))
         return found
     if to_update:
@@ -493,7 +493,7 @@ def _event_writes(
     if not rows:
         return []
     table = Event._meta.db_table
-    if connection.vendor == "postgresql" and len(rows) > INSERT_AT_MOST:
+    if on_postgresql() and len(rows) > INSERT_AT_MOST:
         data = _copy_lines(workspace.pk, rows, now).encode()
         with connection.cursor() as cursor:
             # Bytes in one read: psycopg2 otherwise encodes and sends 8 KB chunks of text one by one.
@@ -501,7 +501,7 @@ def _event_writes(
             cursor.cursor.copy_expert(sql, io.BytesIO(data), size=len(data))
         return []
     values = _event_rows(workspace, rows, now)
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         # One array literal per column (see batch_sql.text_array); the JSON texts are quoted alike.
         columns = list(zip(*(row[1:-1] for row in values), strict=True))
         params: list[Any] = [text_array(column) for column in columns[:6]]
@@ -542,7 +542,7 @@ def request_evaluation(
         _execute(list(along_with))
         return []
     ordered = sorted(customer_ids)
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         return _share_or_create_pending(workspace, ordered, now, list(along_with))
     _execute(list(along_with))
     # Elsewhere (SQLite, the embedded demo: one writer at a time, no row locks) the pending rows are

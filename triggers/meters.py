@@ -20,7 +20,7 @@ import orjson
 from django.db import connection, transaction
 
 from accounts.models import Customer
-from accounts.prepared_sql import Prepared
+from accounts.prepared_sql import Prepared, on_postgresql
 from accounts.tenancy import tenant_scope
 from triggers.models import Meter, MeterDefinition, MeterDelta
 from triggers.segment import ValidEvent
@@ -144,7 +144,7 @@ def delta_statement(*, workspace_id: int, changes: Changes, now: datetime) -> tu
     slots: list[tuple[Any, ...]] = [(*slot, _json_amount(amount), False) for slot, amount in changes.increments.items()]
     slots += [(*slot, _json_amount(amount), True) for slot, amount in changes.gauges.items()]
     params = [workspace_id, now, orjson.dumps(slots).decode()]
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         return INSERT_DELTA.runnable(), params
     return f"INSERT INTO {MeterDelta._meta.db_table} (workspace_id, created_at, slots) VALUES (%s, %s, %s)", params
 
@@ -224,7 +224,7 @@ DO UPDATE SET value = least(greatest(m.value + excluded.value, -%(cap)s), %(cap)
 def fold(workspace_id: int) -> None:
     """Apply every pending meter delta of the workspace to its meters, exactly once."""
     with tenant_scope(workspace_id), transaction.atomic():
-        if connection.vendor == "postgresql":
+        if on_postgresql():
             with connection.cursor() as cursor:
                 tables = {
                     "delta": MeterDelta._meta.db_table,
