@@ -14,6 +14,7 @@ from accounts.tenancy import tenant_scope
 from triggers.ingest import INSERT_AT_MOST
 from triggers.models import Event, EventReceipt
 from triggers.partitions import ensure_event_partitions, month_start
+from triggers.services import create_meter_definition
 
 pytestmark = pytest.mark.django_db
 
@@ -108,3 +109,27 @@ def test_deleting_a_workspace_deletes_its_events_and_receipts_without_a_database
     with tenant_scope(tenant_b.workspace):
         assert Event.objects.count() == 2
         assert EventReceipt.objects.count() == 2
+
+
+def test_a_batch_meter_delta_is_stored_lz4_compressed(tenant_a):
+    """A batch's one delta row is large enough to be compressed: with lz4 (migration 0011), not pglz,
+    which cost ~0.5 ms of the request's database time."""
+    with tenant_scope(tenant_a.workspace):
+        create_meter_definition(
+            workspace=tenant_a.workspace, key="calls", label="Calls", event_name="X", aggregation="count", reset="never"
+        )
+    body = {
+        "batch": [
+            {"type": "track", "messageId": f"z{i}", "userId": f"u{i}", "event": "X", "context": {"groupId": f"org-{i}"}}
+            for i in range(400)
+        ]
+    }
+    response = Client().post("/v1/batch", json.dumps(body), content_type="application/json", **tenant_a.basic())
+    assert response.status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_column_compression(slots), jsonb_array_length(slots) FROM triggers_meterdelta "
+            "WHERE workspace_id = %s",
+            [tenant_a.workspace.pk],
+        )
+        assert cursor.fetchall() == [("lz4", 400)]
