@@ -172,6 +172,8 @@ def main() -> None:
     print(f"    of which: requests {http_seconds:.2f} s, meter fold {fold_seconds:.2f} s")
     print(f"  ingest() service + fold, no HTTP               {n / service_seconds:>10,.0f} events/s")
     print(f"  raw COPY of the same rows                      {n / copy_seconds:>10,.0f} events/s")
+    # The box's speed varies by more than the code's (docs/ingestion.md): the share of raw COPY compares runs.
+    print(f"  POST /v1/batch ÷ raw COPY                      {copy_seconds / (http_seconds + fold_seconds):>10.2f}")
     print(f"  naive: one ORM save per event ({naive_rows} rows)    {naive_rows / naive_seconds:>10,.0f} events/s")
     print(f"  checks: {stored} stored once, api-calls meters sum {sum(calls)}, {outbox} evaluations enqueued")
 
