@@ -245,3 +245,33 @@ def test_a_batch_look_up_reads_only_the_people_it_names_even_as_a_cached_generic
             ("b1", "person-1000", "co-500"),
             ("b2", "person-2000", "co-1000"),
         ]
+
+
+def _plans() -> dict[str, tuple[int, int]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements")
+        return {name: (generic, custom) for name, generic, custom in cursor.fetchall()}
+
+
+def test_every_statement_settles_on_its_cached_plan_for_single_events_and_small_batches(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL plans a prepared statement's first five executions for their values and then keeps
+    the generic plan only if it looks no dearer; a statement that never does is planned again on
+    every request. Ten `track` calls and ten 2-event batches: every statement runs generic plans."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    count_events(tenant_a)
+    connection.close()  # a new session
+    for n in range(10):
+        track(tenant_a, f"t{n}")
+        batch = [
+            {"type": "track", "messageId": f"b{n}-{i}", "userId": f"u{i}", "event": "E", "context": {"groupId": "acme"}}
+            for i in range(2)
+        ]
+        response = Client().post(
+            "/v1/batch", json.dumps({"batch": batch}), content_type="application/json", **tenant_a.basic()
+        )
+        assert response.status_code == 200, response.content
+    plans = _plans()
+    assert set(plans) >= NAMES | {"uplift_ingest_claim_many"}, plans
+    # Executions 6-10 of each (key lookups: 20) were served by the cached generic plan.
+    assert {name: generic >= 5 for name, (generic, _custom) in plans.items()} == dict.fromkeys(plans, True), plans
