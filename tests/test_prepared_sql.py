@@ -82,6 +82,35 @@ def test_a_session_that_already_has_them_is_not_asked_to_prepare_again(tenant_a)
         assert sorted(Event.objects.values_list("message_id", flat=True)) == ["first", "second", "third"]
 
 
+def _many_people(workspace) -> list[Customer]:  # type: ignore[no-untyped-def]
+    """2,000 customers and 4,000 contacts, never analyzed (no statistics, as in a new database)."""
+    with tenant_scope(workspace):
+        customers = Customer.objects.bulk_create(
+            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in range(2000)
+        )
+        Contact.objects.bulk_create(
+            Contact(workspace=workspace, external_id=f"person-{n}", customer=customers[n % 2000]) for n in range(4000)
+        )
+    return customers
+
+
+def _analyzed_generic_plan(execute: str, params: list) -> dict:  # type: ignore[type-arg]
+    """`EXPLAIN (ANALYZE, FORMAT JSON)` of a prepared statement's execution with its cached generic plan."""
+    [(plans,)] = _explain_generic(f"EXPLAIN (ANALYZE, FORMAT JSON) {execute}", params)
+    return plans[0]  # type: ignore[no-any-return]
+
+
+def _explain_generic(explain: str, params: list) -> list:  # type: ignore[type-arg]
+    """The rows of `EXPLAIN … EXECUTE …` run with the statement's cached generic plan."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(explain, params)
+            return cursor.fetchall()
+        finally:
+            cursor.execute("RESET plan_cache_mode")
+
+
 def test_the_single_event_look_up_reads_the_unique_indexes_even_as_a_cached_generic_plan(tenant_a) -> None:  # type: ignore[no-untyped-def]
     """The failure this statement must not have: a cached plan that walks the workspace's people.
 
@@ -91,23 +120,12 @@ def test_the_single_event_look_up_reads_the_unique_indexes_even_as_a_cached_gene
     if connection.vendor != "postgresql":
         pytest.skip("prepared statements are PostgreSQL's")
     workspace = tenant_a.workspace
-    with tenant_scope(workspace):
-        customers = Customer.objects.bulk_create(
-            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in range(2000)
-        )
-        Contact.objects.bulk_create(
-            Contact(workspace=workspace, external_id=f"person-{n}", customer=customers[n % 2000]) for n in range(4000)
-        )
+    _many_people(workspace)
     track(tenant_a, "prepares-it")
-    with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            cursor.execute(
-                "EXPLAIN EXECUTE uplift_ingest_claim_one(%s, now(), 'm', 'co-7', 'person-7')", [workspace.pk]
-            )
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("RESET plan_cache_mode")
+    rows = _explain_generic(
+        "EXPLAIN EXECUTE uplift_ingest_claim_one(%s, now(), 'm', 'co-7', 'person-7')", [workspace.pk]
+    )
+    plan = "\n".join(row[0] for row in rows)
     assert "$4" in plan and "$5" in plan, plan  # the generic plan, not one made for these ids
     assert "customer_external_id_unique" in plan, plan
     assert "contact_external_id_unique" in plan, plan
@@ -179,16 +197,10 @@ def test_the_outbox_lock_reads_only_the_requested_customers_rows_even_as_a_cache
         fresh = Customer.objects.create(workspace=workspace, external_id="co-new", name="New")
     track(tenant_a, "prepares-it")
     wanted = sorted([customers[7].pk, customers[1500].pk, fresh.pk])
-    with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            cursor.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE uplift_ingest_share_or_create_pending(%s, %s::bigint[], now())",
-                [workspace.pk, wanted],
-            )
-            (plan,) = cursor.fetchone()[0]
-        finally:
-            cursor.execute("RESET plan_cache_mode")
+    plan = _analyzed_generic_plan(
+        "EXECUTE uplift_ingest_share_or_create_pending(%s, %s::bigint[], now())",
+        [workspace.pk, wanted],
+    )
     # One probe of the unique index per customer (two pending rows locked, one created), where the
     # old statement's cached plan walked and compared all 2,001 pending rows of the workspace.
     assert _rows_read_from(plan["Plan"], EvaluationRequest._meta.db_table) <= len(wanted), json.dumps(plan, indent=1)
@@ -202,13 +214,7 @@ def test_a_batch_look_up_reads_only_the_people_it_names_even_as_a_cached_generic
     if connection.vendor != "postgresql":
         pytest.skip("prepared statements are PostgreSQL's")
     workspace = tenant_a.workspace
-    with tenant_scope(workspace):
-        customers = Customer.objects.bulk_create(
-            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in range(2000)
-        )
-        Contact.objects.bulk_create(
-            Contact(workspace=workspace, external_id=f"person-{n}", customer=customers[n % 2000]) for n in range(4000)
-        )
+    _many_people(workspace)
     batch = [
         {
             "type": "track",
@@ -223,16 +229,10 @@ def test_a_batch_look_up_reads_only_the_people_it_names_even_as_a_cached_generic
         "/v1/batch", json.dumps({"batch": batch}), content_type="application/json", **tenant_a.basic()
     )
     assert response.status_code == 200, response.content
-    with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            cursor.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE uplift_ingest_claim_many(%s, now(), %s, %s, %s)",
-                [workspace.pk, "{m1,m2,m3}", "{co-0,co-500,co-1000}", "{person-0,person-1000,person-2000}"],
-            )
-            (plan,) = cursor.fetchone()[0]
-        finally:
-            cursor.execute("RESET plan_cache_mode")
+    plan = _analyzed_generic_plan(
+        "EXECUTE uplift_ingest_claim_many(%s, now(), %s, %s, %s)",
+        [workspace.pk, "{m1,m2,m3}", "{co-0,co-500,co-1000}", "{person-0,person-1000,person-2000}"],
+    )
     rows = json.dumps(plan, indent=1)
     assert _rows_read_from(plan["Plan"], Customer._meta.db_table) <= 3, rows
     assert _rows_read_from(plan["Plan"], Contact._meta.db_table) <= 3, rows
