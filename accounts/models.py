@@ -93,10 +93,10 @@ class ApiKey(TenantModel):
 class Customer(TenantModel):
     """A company that pays the workspace (Segment's `groupId`)."""
 
-    # No index on the workspace alone: the (workspace, external id) unique index serves every
-    # workspace-wide read, and with no statistics (a new database) the planner rated the extra index
-    # as good as the unique one for a single-id look-up and walked the workspace with it
-    # (tests/test_prepared_sql.py).
+    # No other index starting with the workspace: the (workspace, external id) unique index serves
+    # every workspace-wide read, and with no statistics (a new database) the planner rates any
+    # other such index as good as the unique one for a single-id look-up, then walks the workspace
+    # with it (tests/test_prepared_sql.py). Contact is kept alike.
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False)
     external_id = models.CharField(max_length=255)
     name = models.CharField(max_length=255, blank=True)
@@ -107,7 +107,6 @@ class Customer(TenantModel):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "external_id"], name="customer_external_id_unique")]
-        indexes = [models.Index(fields=["workspace", "-mrr_cents"])]
 
     def __str__(self) -> str:
         return self.name or self.external_id
@@ -130,7 +129,6 @@ class Contact(TenantModel):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "external_id"], name="contact_external_id_unique")]
-        indexes = [models.Index(fields=["workspace", "email"])]
 
     def __str__(self) -> str:
         return self.name or self.email or self.external_id

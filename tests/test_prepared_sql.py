@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts import prepared_sql
 from accounts.models import Contact, Customer
 from accounts.tenancy import tenant_scope
+from triggers import ingest
 from triggers.models import EvaluationRequest, Event
 from triggers.services import create_meter_definition
 
@@ -92,6 +93,18 @@ def _many_people(workspace) -> list[Customer]:  # type: ignore[no-untyped-def]
             Contact(workspace=workspace, external_id=f"person-{n}", customer=customers[n % 2000]) for n in range(4000)
         )
     return customers
+
+
+def _add_people(workspace, numbers: range) -> None:  # type: ignore[no-untyped-def]
+    """Customers co-<n> and contacts person-<n>, never analyzed."""
+    with tenant_scope(workspace):
+        customers = Customer.objects.bulk_create(
+            Customer(workspace=workspace, external_id=f"co-{n}", name=f"Co {n}") for n in numbers
+        )
+        Contact.objects.bulk_create(
+            Contact(workspace=workspace, external_id=f"person-{n}", customer=customer)
+            for n, customer in zip(numbers, customers, strict=True)
+        )
 
 
 def _analyzed_generic_plan(execute: str, params: list) -> dict:  # type: ignore[type-arg]
@@ -245,6 +258,35 @@ def test_a_batch_look_up_reads_only_the_people_it_names_even_as_a_cached_generic
             ("b1", "person-1000", "co-500"),
             ("b2", "person-2000", "co-1000"),
         ]
+
+
+def test_a_look_up_planned_while_the_people_tables_were_small_still_probes_each_person(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """The cached generic plan is made once per session, at whatever size the tables have then.
+
+    From ~300 never-analyzed rows, any other index starting with the workspace cost the same as the
+    (workspace, external id) unique index for one probe, and the planner took it; the plan then
+    walked every person of the workspace per person named (43 ms a 500-event batch at 1,000
+    customers) for as long as the session lived. Only the unique indexes start with the workspace."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    workspace = tenant_a.workspace
+    statement = ingest.CLAIM_AND_LOOK_UP_MANY
+    with connection.cursor() as cursor:
+        # Empty tables (rolled back with the test): their size at planning is then exactly these rows.
+        cursor.execute(f"TRUNCATE {Customer._meta.db_table}, {Contact._meta.db_table} CASCADE")
+        _add_people(workspace, range(400))
+        cursor.execute(f"PREPARE small_tables ({', '.join(statement.types)}) AS {statement.sql}")
+        try:
+            execute = "EXECUTE small_tables(%s, now(), %s, %s, %s)"
+            params = [workspace.pk, "{m1,m2,m3}", "{co-0,co-150,co-300}", "{person-0,person-150,person-300}"]
+            _explain_generic(f"EXPLAIN {execute}", params)  # the generic plan is made now, at 400 rows
+            _add_people(workspace, range(400, 2400))
+            plan = _analyzed_generic_plan(execute, params)
+        finally:
+            cursor.execute("DEALLOCATE small_tables")
+    rows = json.dumps(plan, indent=1)
+    assert _rows_read_from(plan["Plan"], Customer._meta.db_table) == 3, rows  # each found, nothing else read
+    assert _rows_read_from(plan["Plan"], Contact._meta.db_table) == 3, rows
 
 
 def _plans() -> dict[str, tuple[int, int]]:
