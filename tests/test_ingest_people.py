@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import Contact, Customer
 from accounts.tenancy import tenant_scope
 from tests.conftest import Tenant
+from triggers import ingest
+from triggers.segment import ValidEvent, validate_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -52,3 +55,47 @@ def test_a_trait_merge_in_one_workspace_leaves_the_same_ids_in_another_alone(ten
         assert Customer.objects.get(external_id="acme").traits == {"plan": "pro"}
     with tenant_scope(tenant_a.workspace):
         assert Customer.objects.get(external_id="acme").traits == {"plan": "growth"}
+
+
+def test_people_created_by_a_request_get_the_models_defaults_and_the_request_time(tenant_a):
+    before = timezone.now()
+    send(
+        tenant_a,
+        {"type": "identify", "userId": "u1", "traits": {"email": "ada@acme.example", "name": "Ada"}},
+        {"type": "group", "userId": "u1", "groupId": "acme", "traits": {"name": "Acme", "seats": 5}},
+    )
+    with tenant_scope(tenant_a.workspace):
+        customer = Customer.objects.get(external_id="acme")
+        contact = Contact.objects.get(external_id="u1")
+    assert (customer.name, customer.traits, customer.mrr_cents) == ("Acme", {"name": "Acme", "seats": 5}, 0)
+    assert (contact.email, contact.name, contact.customer_id) == ("ada@acme.example", "Ada", customer.pk)
+    assert (contact.time_zone, contact.unsubscribed_at) == ("UTC", None)
+    assert before <= customer.created_at <= timezone.now() and before <= contact.created_at <= timezone.now()
+
+
+def _valid(*calls: dict[str, Any]) -> list[ValidEvent]:
+    validated = validate_batch([{"messageId": str(uuid.uuid4()), **call} for call in calls], timezone.now())
+    assert not validated.errors
+    return validated.events
+
+
+def test_people_another_request_created_after_the_look_up_still_get_this_requests_changes(tenant_a):
+    """The look-up found neither; a concurrent request then created both without these traits: the
+    inserts skip them, and they are read back and merged instead."""
+    workspace = tenant_a.workspace
+    with tenant_scope(workspace):
+        Customer.objects.create(workspace=workspace, external_id="acme", traits={"plan": "starter"})
+        Contact.objects.create(workspace=workspace, external_id="u1")
+        events = _valid(
+            {"type": "group", "userId": "u1", "groupId": "acme", "traits": {"seats": 9}},
+            {"type": "identify", "userId": "u1", "traits": {"email": "ada@acme.example"}},
+        )
+        customers = ingest._customer_ids(workspace, events, {}, timezone.now())
+        contacts = ingest._contacts(workspace, events, customers, {}, timezone.now())
+        customer = Customer.objects.get(external_id="acme")
+        contact = Contact.objects.get(external_id="u1")
+    assert customers == {"acme": customer.pk} and contacts == {"u1": (contact.pk, customer.pk)}
+    assert customer.traits == {"plan": "starter", "seats": 9}
+    assert (contact.email, contact.customer_id) == ("ada@acme.example", customer.pk)
+    with tenant_scope(workspace):
+        assert (Customer.objects.count(), Contact.objects.count()) == (1, 1)

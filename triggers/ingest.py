@@ -37,7 +37,7 @@ def _pg_array(sql_type: str, values: list[Any]) -> Any:
     """An array parameter: one literal string for ids and text (see batch_sql.text_array), else the list."""
     if sql_type == "bigint" and None not in values:
         return id_array(values)
-    if sql_type == "varchar":
+    if sql_type in ("varchar", "jsonb"):  # JSON texts are quoted like any other
         return text_array(values)
     return values
 
@@ -257,6 +257,32 @@ def _update_in_key_order(
         return cursor.fetchall() if returning else []
 
 
+def _insert_new(
+    model: type[Customer] | type[Contact],
+    workspace: Workspace,
+    now: datetime,
+    columns: dict[str, tuple[str, list[Any]]],
+    returning: str,
+) -> list[tuple[Any, ...]]:
+    """INSERT the workspace's new people from per-row arrays (the external ids first, sorted); returns
+    the rows inserted. A row a concurrent request inserted first is skipped, not returned.
+
+    One statement with one array parameter per column: the ORM's bulk_create built a model instance
+    and ten adapted parameters per row, ~30 ms for a batch of 500 new contacts (the request's other
+    work is ~20 ms). The rows go in in the arrays' order, which is key order, as bulk_create did, so
+    two requests creating the same people wait for each other instead of deadlocking.
+    """
+    names = ", ".join(columns)
+    arrays = ", ".join(f"%s::{sql_type}[]" for sql_type, _values in columns.values())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {model._meta.db_table} (workspace_id, created_at, {names}) "
+            f"SELECT %s, %s, * FROM unnest({arrays}) ON CONFLICT DO NOTHING RETURNING {returning}",
+            [workspace.pk, now, *(_pg_array(sql_type, values) for sql_type, values in columns.values())],
+        )
+        return cursor.fetchall()
+
+
 def _merge_customer_traits(workspace: Workspace, changes: list[tuple[str, dict[str, Any]]]) -> None:
     _update_in_key_order(
         Customer,
@@ -294,7 +320,9 @@ def _merge_contacts(
     return {external_id: (pk, customer_id) for external_id, pk, customer_id in rows}
 
 
-def _customer_ids(workspace: Workspace, events: list[ValidEvent], found: dict[str, int]) -> dict[str, int]:
+def _customer_ids(
+    workspace: Workspace, events: list[ValidEvent], found: dict[str, int], now: datetime
+) -> dict[str, int]:
     """Create every customer (groupId) the events name that `found` lacks; group calls merge their traits."""
     wanted: dict[str, dict[str, Any]] = {}
     for event in events:
@@ -304,8 +332,25 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent], found: dict[st
                 traits.update(event.traits)
     if not wanted:
         return {}
+    found = dict(found)
     missing = sorted(set(wanted) - set(found))
-    if missing:
+    created: set[str] = set()
+    if missing and on_postgresql():
+        inserted = _insert_new(
+            Customer,
+            workspace,
+            now,
+            {
+                "external_id": ("varchar", missing),
+                "name": ("varchar", [str(wanted[key].get("name", "")) for key in missing]),
+                "traits": ("jsonb", [_json_text(wanted[key]) for key in missing]),
+                "mrr_cents": ("bigint", [Customer._meta.get_field("mrr_cents").get_default()] * len(missing)),
+            },
+            returning="external_id, id",
+        )
+        found.update(inserted)
+        created = {external_id for external_id, _pk in inserted}
+    elif missing:
         Customer.objects.bulk_create(
             [
                 Customer(
@@ -318,8 +363,8 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent], found: dict[st
             ],
             ignore_conflicts=True,
         )
-    # Also for customers just created: a concurrent request may have created one first, without these traits.
-    with_traits = sorted(key for key, traits in wanted.items() if traits)
+    # Also for customers created by a concurrent request since the look-up: it may not have had these traits.
+    with_traits = sorted(key for key, traits in wanted.items() if traits and key not in created)
     if with_traits and on_postgresql():
         _merge_customer_traits(workspace, [(key, wanted[key]) for key in with_traits])
     elif with_traits:
@@ -332,8 +377,9 @@ def _customer_ids(workspace: Workspace, events: list[ValidEvent], found: dict[st
             customer.traits = {**customer.traits, **traits}
             customer.name = str(traits.get("name") or customer.name)
         Customer.objects.bulk_update(customers, ["traits", "name"])
-    if missing:
-        found = dict(_find(Customer, workspace, list(wanted), "id"))
+    unread = [key for key in wanted if key not in found]  # created by a concurrent request, or on SQLite
+    if unread:
+        found.update(_find(Customer, workspace, unread, "id"))
     return found
 
 
@@ -342,6 +388,7 @@ def _contacts(
     events: list[ValidEvent],
     customers: dict[str, int],
     found: dict[str, tuple[int, int | None]],
+    now: datetime,
 ) -> dict[str, tuple[int, int | None]]:
     """Find or create every contact (userId); identify merges traits, a groupId links the contact. → id, customer id."""
     wanted: dict[str, dict[str, Any]] = {}
@@ -358,8 +405,27 @@ def _contacts(
                     change[name] = event.traits[name]  # length bounded by triggers.segment
     if not wanted:
         return {}
+    found = dict(found)
     missing = sorted(set(wanted) - set(found))
-    if missing:
+    created: set[str] = set()
+    if missing and on_postgresql():
+        inserted = _insert_new(
+            Contact,
+            workspace,
+            now,
+            {
+                "external_id": ("varchar", missing),
+                "customer_id": ("bigint", [wanted[key].get("customer_id") for key in missing]),
+                "email": ("varchar", [wanted[key].get("email", "") for key in missing]),
+                "name": ("varchar", [wanted[key].get("name", "") for key in missing]),
+                "traits": ("jsonb", [_json_text(wanted[key].get("traits", {})) for key in missing]),
+                "time_zone": ("varchar", [Contact._meta.get_field("time_zone").get_default()] * len(missing)),
+            },
+            returning="external_id, id, customer_id",
+        )
+        found.update((external_id, (pk, customer_id)) for external_id, pk, customer_id in inserted)
+        created = {row[0] for row in inserted}
+    elif missing:
         Contact.objects.bulk_create(
             [
                 Contact(
@@ -374,12 +440,13 @@ def _contacts(
             ],
             ignore_conflicts=True,
         )
-
-        # Re-read: a concurrent request may have created some of them first, without these changes.
-        found = {
-            external_id: (pk, customer_id)
-            for external_id, pk, customer_id in _find(Contact, workspace, list(wanted), "id, customer_id")
-        }
+    # Read what was created by a concurrent request since the look-up (it may lack these changes), or on SQLite.
+    unread = [key for key in wanted if key not in found]
+    if unread:
+        found.update(
+            (external_id, (pk, customer_id))
+            for external_id, pk, customer_id in _find(Contact, workspace, unread, "id, customer_id")
+        )
 
     def needs_update(external_id: str) -> bool:
         change = wanted[external_id]
@@ -387,7 +454,8 @@ def _contacts(
             "customer_id" in change and change["customer_id"] != found[external_id][1]
         )
 
-    to_update = sorted(key for key in wanted if needs_update(key))
+    # The rows this request created already hold its changes.
+    to_update = sorted(key for key in wanted if key not in created and needs_update(key))
     if to_update and on_postgresql():
         found.update(_merge_contacts(workspace, [(key, wanted[key]) for key in to_update]))
         return found
@@ -400,11 +468,10 @@ def _contacts(
             contact.name = change.get("name") or contact.name
             contact.traits = {**contact.traits, **change.get("traits", {})}
         Contact.objects.bulk_update(contacts, ["customer", "email", "name", "traits"])
-    if to_update:
-        found = {
-            external_id: (pk, customer_id)
-            for external_id, pk, customer_id in _find(Contact, workspace, list(wanted), "id, customer_id")
-        }
+        found.update(
+            (external_id, (pk, customer_id))
+            for external_id, pk, customer_id in _find(Contact, workspace, to_update, "id, customer_id")
+        )
     return found
 
 
@@ -641,8 +708,8 @@ def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> 
     with transaction.atomic():
         new_ids, known = _claim_and_look_up(workspace, events, now)
         new_events = [event for event in events if event.message_id in new_ids]
-        customers = _customer_ids(workspace, new_events, known.customers)
-        contacts = _contacts(workspace, new_events, customers, known.contacts)
+        customers = _customer_ids(workspace, new_events, known.customers, now)
+        contacts = _contacts(workspace, new_events, customers, known.contacts, now)
         rows: list[tuple[ValidEvent, int | None, int | None]] = []
         for event in new_events:
             contact_id, linked_customer_id = contacts.get(event.user_id, (None, None))
