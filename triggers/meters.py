@@ -173,6 +173,9 @@ def record(*, workspace_id: int, changes: Changes, now: datetime) -> None:
 # changes, and max() over [order, amount] arrays picks the last value set.
 # `expanded` is not materialized: the aggregation reads the slots as they are expanded instead of
 # through a 1,500-rows-per-delta tuplestore (only the rare mixed-slot subquery expands them again).
+# Its OFFSET 0 keeps it a subquery of its own: flattened into the aggregation, each of the slot's
+# fields was extracted from the jsonb again for every aggregate and filter using it (amount twice,
+# is_set four times): 148 against 124 ms for 61 deltas of 1,500 slots.
 _FOLD_SQL = """
 WITH claimed AS (
     DELETE FROM {delta} WHERE id IN (
@@ -183,6 +186,7 @@ WITH claimed AS (
            (e.v->>3)::numeric AS amount, (e.v->>4)::boolean AS is_set,
            c.created_at, c.id * 10000000 + e.ord AS seq
     FROM claimed AS c, jsonb_array_elements(c.slots) WITH ORDINALITY AS e(v, ord)
+    OFFSET 0  -- see above: each field extracted once
 ), per_slot AS (
     SELECT customer_id, key, period, max(created_at) AS updated_at,
            max(ARRAY[seq, amount]) FILTER (WHERE is_set) AS last_set,
