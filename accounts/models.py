@@ -98,7 +98,7 @@ class Customer(TenantModel):
     # other such index as good as the unique one for a single-id look-up, then walks the workspace
     # with it (tests/test_prepared_sql.py). Contact is kept alike.
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False)
-    external_id = models.CharField(max_length=255)
+    external_id = models.CharField(max_length=255)  # COLLATE "C" on PostgreSQL: migration 0005
     name = models.CharField(max_length=255, blank=True)
     traits = models.JSONField(default=dict, blank=True)
     # Normalized monthly recurring revenue in cents, maintained by billing's movement ledger.
@@ -118,7 +118,7 @@ class Contact(TenantModel):
     workspace = models.ForeignKey(
         "accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False
     )  # indexed by the (workspace, external id) unique index; see Customer.workspace
-    external_id = models.CharField(max_length=255)
+    external_id = models.CharField(max_length=255)  # COLLATE "C" on PostgreSQL: migration 0005
     customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts")
     email = models.EmailField(blank=True)
     name = models.CharField(max_length=255, blank=True)

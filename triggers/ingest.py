@@ -154,7 +154,7 @@ CLAIM_AND_LOOK_UP_MANY = Prepared(
     f"""
 WITH claimed AS (
     INSERT INTO {EventReceipt._meta.db_table} (workspace_id, message_id, received_at)
-    SELECT $1, m, $2 FROM unnest({_opaque("$3")}) AS m ORDER BY m
+    SELECT $1, m, $2 FROM unnest({_opaque("$3")}) AS m ORDER BY m COLLATE "C"
     ON CONFLICT DO NOTHING RETURNING message_id
 )"""
     + _LOOK_UP_TAIL.format(

@@ -23,6 +23,7 @@ class EventReceipt(TenantModel):
     workspace = models.ForeignKey(
         "accounts.Workspace", on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
+    # COLLATE "C" on PostgreSQL (migration 0012): compared byte by byte in the key, not through strcoll.
     message_id = models.CharField(max_length=100)
     received_at = models.DateTimeField()
 
