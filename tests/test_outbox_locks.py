@@ -21,6 +21,7 @@ from accounts.tenancy import tenant_scope
 from tests.conftest import _test_database_url, waiting_on_a_lock
 from triggers.ingest import request_evaluation
 from triggers.models import EvaluationRequest
+from triggers.services import claim_evaluations
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -128,3 +129,48 @@ def test_a_pending_row_another_request_commits_meanwhile_is_locked_too(tenant_a)
     # The other request's row was reused (not published again); globex got a new one.
     assert rows[acme.pk] == others_row
     assert ingest["created"] == [rows[globex.pk]]
+
+
+def test_a_claim_locks_its_rows_in_customer_order_as_ingest_does(tenant_a) -> None:  # type: ignore[no-untyped-def]
+    """Ingest share-locks pending rows in customer order; a claim locking them in id order could
+    hold one customer's row while waiting for another's that an ingest holds, as that ingest
+    waits for the first: a deadlock (seen under bench/load_mixed.py). Here the rows' ids run
+    opposite to their customers', and the claim waiting for the first customer holds nothing else."""
+    skip_unless_postgresql()
+    now = timezone.now()
+    with tenant_scope(tenant_a.workspace):
+        first, second = (
+            Customer.objects.create(workspace=tenant_a.workspace, external_id=name) for name in ("acme", "globex")
+        )
+        second_row, first_row = (
+            EvaluationRequest.objects.create(workspace=tenant_a.workspace, customer=customer, created_at=now)
+            for customer in (second, first)
+        )
+    assert second_row.pk < first_row.pk and first.pk < second.pk
+    claim: dict[str, object] = {}
+
+    def claim_both() -> None:
+        claim["pid"] = connection.cursor().connection.info.backend_pid
+        try:
+            with tenant_scope(tenant_a.workspace):
+                claim["claimed"] = claim_evaluations(request_ids=[second_row.pk, first_row.pk], now=now)
+        except Exception as error:  # reported to the test below
+            claim["error"] = error
+        finally:
+            connection.close()
+
+    with other_connection() as ingest:  # an ingest that has share-locked the first customer's row
+        ingest.execute(f"SELECT id FROM {TABLE} WHERE id = %s FOR SHARE", [first_row.pk])
+        thread = threading.Thread(target=claim_both)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not ("pid" in claim and waiting_on_a_lock(int(claim["pid"]))):  # type: ignore[call-overload]
+            assert time.monotonic() < deadline, "the claim never waited for the first customer's row"
+            time.sleep(0.02)
+        # The ingest goes on to the second customer's row: the waiting claim must not hold it.
+        ingest.execute(f"SELECT id FROM {TABLE} WHERE id = %s FOR SHARE NOWAIT", [second_row.pk])
+        assert ingest.fetchall() == [(second_row.pk,)]
+        ingest.connection.commit()
+    thread.join(timeout=30)
+    assert "error" not in claim, claim.get("error")
+    assert claim["claimed"] == {first_row.pk: first.pk, second_row.pk: second.pk}

@@ -18,6 +18,7 @@ from billing.queries import LIVE_STATUSES
 from triggers import republish
 from triggers.batch_sql import any_of
 from triggers.context import WorkspaceContext
+from triggers.deadlocks import is_deadlock_victim
 from triggers.engine import evaluate_batch
 from triggers.evaluation import EVENT_KINDS
 from triggers.ingest import request_evaluation
@@ -25,7 +26,6 @@ from triggers.models import EngineSettings, EvaluationRequest, MeterDefinition, 
 from triggers.templates_catalog import BY_KEY
 
 logger = logging.getLogger(__name__)
-DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a deadlock victim
 
 # A claimed evaluation whose worker has not finished within this time is assumed lost.
 EVALUATION_LEASE = timedelta(minutes=5)
@@ -233,11 +233,21 @@ def claim_evaluations(*, request_ids: list[int], now: datetime, fill_to: int = 0
         # rows, written (`+ 0`) so the planner cannot take them for a way in: with statistics older
         # than a busy outbox it used to read all of the workspace's pending rows (thousands in a
         # backlog) for every claim of 50.
-        cursor.execute(
-            f"UPDATE {table} SET claimed_at = %s WHERE {ids_match} AND workspace_id + 0 = %s AND claimed_at IS NULL "
-            "RETURNING id, customer_id",
-            [now, *ids_params, workspace_id],
-        )
+        pending = f"{ids_match} AND workspace_id + 0 = %s AND claimed_at IS NULL"
+        if connection.vendor == "postgresql":
+            # Locked in customer order, the order in which ingest share-locks them: locked in id
+            # order, a claim holding one customer's row and waiting for another's could deadlock
+            # with an ingest holding the second and waiting for the first (tests/test_outbox_locks.py).
+            cursor.execute(
+                f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE {pending} "
+                "ORDER BY customer_id FOR UPDATE) RETURNING id, customer_id",
+                [now, *ids_params, workspace_id],
+            )
+        else:
+            cursor.execute(
+                f"UPDATE {table} SET claimed_at = %s WHERE {pending} RETURNING id, customer_id",
+                [now, *ids_params, workspace_id],
+            )
         claimed = dict(cursor.fetchall())
         room = fill_to - len(claimed)
         if claimed and room > 0 and connection.vendor == "postgresql":
@@ -281,14 +291,10 @@ def finish_evaluations(*, request_ids: list[int], now: datetime) -> None:
                 EvaluationRequest.objects.filter(pk__any=request_ids).update(done_at=now)
             return
         except OperationalError as error:
-            if not _is_deadlock(error) or attempt == FINISH_TRIES:
+            if not is_deadlock_victim(error) or attempt == FINISH_TRIES:
                 raise
             logger.warning("finishing %d evaluations deadlocked; retrying (%d)", len(request_ids), attempt)
             time.sleep(0.05 * attempt)
-
-
-def _is_deadlock(error: OperationalError) -> bool:
-    return getattr(error.__cause__, "pgcode", None) == DEADLOCK_DETECTED
 
 
 def evaluate_requests(*, request_ids: list[int], now: datetime, fill_to: int = 0) -> list[int]:
