@@ -78,6 +78,16 @@ def waiting_on_a_lock(pid: int) -> bool:
     return row is not None and row[0] == "Lock"
 
 
+def wait_until_waiting_on_a_lock(thread_state: dict[str, object], what: str, timeout: float = 10) -> None:
+    """Wait until the backend whose pid a thread stored in `thread_state["pid"]` waits for a lock."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ("pid" in thread_state and waiting_on_a_lock(int(thread_state["pid"]))):  # type: ignore[call-overload]
+        assert time.monotonic() < deadline, f"{what} never waited for a lock"
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="session")
 def worker(django_db_setup: None, django_db_blocker: object) -> Iterator[WorkerProcess]:
     """A real Celery worker process on Redis, using the test database and the SMTP sink."""

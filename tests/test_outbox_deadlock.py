@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 import psycopg2
 import pytest
@@ -16,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Customer
 from accounts.tenancy import tenant_scope
-from tests.conftest import _test_database_url, waiting_on_a_lock
+from tests.conftest import _test_database_url, wait_until_waiting_on_a_lock
 from triggers.models import EvaluationRequest, Event
 from triggers.services import finish_evaluations
 
@@ -59,10 +58,7 @@ def test_a_deadlock_while_finishing_is_retried_and_every_row_ends_done(tenant_a)
 
     thread = threading.Thread(target=finish)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not ("pid" in finisher and waiting_on_a_lock(int(finisher["pid"]))):  # type: ignore[call-overload]
-        assert time.monotonic() < deadline, "the finisher never waited for the second row"
-        time.sleep(0.02)
+    wait_until_waiting_on_a_lock(finisher, "the finisher")  # for the second row
     # The finisher holds the first row and waits for the second; this closes the cycle.
     other_cursor.execute(f"UPDATE {table} SET publishes = publishes + 1 WHERE id = %s", [first])
     other.commit()
@@ -113,10 +109,7 @@ def test_an_ingest_picked_as_deadlock_victim_is_retried_and_stores_its_events_on
     caplog.set_level(logging.WARNING, logger="triggers.ingest")
     thread = threading.Thread(target=post)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not ("pid" in request and waiting_on_a_lock(int(request["pid"]))):  # type: ignore[call-overload]
-        assert time.monotonic() < deadline, "the ingest never waited for the second customer's row"
-        time.sleep(0.02)
+    wait_until_waiting_on_a_lock(request, "the ingest")  # for the second customer's row
     # The ingest holds the first customer's row and waits for the second; this closes the cycle.
     other_cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [rows[0]])
     other.commit()

@@ -7,7 +7,6 @@ ingest's events and nothing would evaluate them again. The ingest takes FOR SHAR
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,7 +17,7 @@ from django.utils import timezone
 
 from accounts.models import Customer
 from accounts.tenancy import tenant_scope
-from tests.conftest import _test_database_url, waiting_on_a_lock
+from tests.conftest import _test_database_url, wait_until_waiting_on_a_lock
 from triggers.ingest import request_evaluation
 from triggers.models import EvaluationRequest
 from triggers.services import claim_evaluations
@@ -110,10 +109,7 @@ def test_a_pending_row_another_request_commits_meanwhile_is_locked_too(tenant_a)
 
     thread = threading.Thread(target=touch)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not ("pid" in ingest and waiting_on_a_lock(int(ingest["pid"]))):  # type: ignore[call-overload]
-        assert time.monotonic() < deadline, "the ingest never waited for the other request's row"
-        time.sleep(0.02)
+    wait_until_waiting_on_a_lock(ingest, "the ingest")  # for the other request's row
     other.commit()
     other.close()
     assert committed.wait(timeout=10)
@@ -163,10 +159,7 @@ def test_a_claim_locks_its_rows_in_customer_order_as_ingest_does(tenant_a) -> No
         ingest.execute(f"SELECT id FROM {TABLE} WHERE id = %s FOR SHARE", [first_row.pk])
         thread = threading.Thread(target=claim_both)
         thread.start()
-        deadline = time.monotonic() + 10
-        while not ("pid" in claim and waiting_on_a_lock(int(claim["pid"]))):  # type: ignore[call-overload]
-            assert time.monotonic() < deadline, "the claim never waited for the first customer's row"
-            time.sleep(0.02)
+        wait_until_waiting_on_a_lock(claim, "the claim")  # for the first customer's row
         # The ingest goes on to the second customer's row: the waiting claim must not hold it.
         ingest.execute(f"SELECT id FROM {TABLE} WHERE id = %s FOR SHARE NOWAIT", [second_row.pk])
         assert ingest.fetchall() == [(second_row.pk,)]
