@@ -11,20 +11,19 @@ import io
 import json
 import logging
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 
 from accounts.models import Contact, Customer, Workspace
 from accounts.prepared_sql import Prepared, on_postgresql
 from triggers import meters
 from triggers.batch_sql import id_array, text_array
-from triggers.deadlocks import is_deadlock_victim
+from triggers.deadlocks import retrying_deadlock_victims
 from triggers.models import EvaluationRequest, Event, EventReceipt, MeterDefinition
 from triggers.segment import ValidEvent
 
@@ -715,23 +714,20 @@ INGEST_TRIES = 3
 def ingest(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:
     """Store new events once, update meters once per new event, and request evaluation; all or nothing.
 
-    A deadlock victim is tried again: PostgreSQL rolled the whole transaction back, so nothing of it
-    was written, and the receipts make a second attempt store each event once. The outbox rows are
-    share-locked in customer order and workers claim them in customer order, but a request's
-    second outbox round, or its inserts of new pending rows after the locks of existing ones, can
-    still close a cycle with a claim and another request (seen once in ~5,000 requests under
-    bench/load_mixed.py, answered 503). Inside a caller's transaction nothing is retried: the
-    caller's transaction is lost with it.
+    A deadlock victim is tried again: PostgreSQL rolled its transaction (or, inside a caller's, its
+    savepoint) back, so nothing of it was written, and the receipts make a second attempt store
+    each event once. The outbox rows are share-locked in customer order and workers claim them in
+    customer order, but a request's second outbox round, or its inserts of new pending rows after
+    the locks of existing ones, can still close a cycle with a claim and another request (seen once
+    in ~5,000 requests under bench/load_mixed.py, answered 503).
     """
-    for attempt in range(1, INGEST_TRIES + 1):
-        try:
-            return _ingest_once(workspace=workspace, events=events, now=now)
-        except OperationalError as error:
-            if connection.in_atomic_block or not is_deadlock_victim(error) or attempt == INGEST_TRIES:
-                raise
-            logger.warning("ingest of %d events was a deadlock victim; retrying (%d)", len(events), attempt)
-            time.sleep(0.02 * attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return retrying_deadlock_victims(
+        lambda: _ingest_once(workspace=workspace, events=events, now=now),
+        tries=INGEST_TRIES,
+        pause=0.02,
+        what=f"ingest of {len(events)} events",
+        logger=logger,
+    )
 
 
 def _ingest_once(*, workspace: Workspace, events: list[ValidEvent], now: datetime) -> IngestResult:

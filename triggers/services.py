@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 
 from accounts.models import Workspace
@@ -18,7 +17,7 @@ from billing.queries import LIVE_STATUSES
 from triggers import republish
 from triggers.batch_sql import any_of
 from triggers.context import WorkspaceContext
-from triggers.deadlocks import is_deadlock_victim
+from triggers.deadlocks import retrying_deadlock_victims
 from triggers.engine import evaluate_batch
 from triggers.evaluation import EVENT_KINDS
 from triggers.ingest import request_evaluation
@@ -287,16 +286,14 @@ def finish_evaluations(*, request_ids: list[int], now: datetime) -> None:
     """
     if not request_ids:
         return
-    for attempt in range(1, FINISH_TRIES + 1):
-        try:
-            with transaction.atomic():  # inside a transaction, a savepoint: only this statement is undone
-                EvaluationRequest.objects.filter(pk__any=request_ids).update(done_at=now)
-            return
-        except OperationalError as error:
-            if not is_deadlock_victim(error) or attempt == FINISH_TRIES:
-                raise
-            logger.warning("finishing %d evaluations deadlocked; retrying (%d)", len(request_ids), attempt)
-            time.sleep(0.05 * attempt)
+
+    def finish() -> None:
+        with transaction.atomic():  # inside a transaction, a savepoint: only this statement is undone
+            EvaluationRequest.objects.filter(pk__any=request_ids).update(done_at=now)
+
+    retrying_deadlock_victims(
+        finish, tries=FINISH_TRIES, pause=0.05, what=f"finishing {len(request_ids)} evaluations", logger=logger
+    )
 
 
 def evaluate_requests(*, request_ids: list[int], now: datetime, fill_to: int = 0) -> list[int]:
