@@ -128,8 +128,8 @@ def test_a_batch_meter_delta_is_stored_lz4_compressed(tenant_a):
     assert response.status_code == 200
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_column_compression(slots), jsonb_array_length(slots) FROM triggers_meterdelta "
-            "WHERE workspace_id = %s",
+            "SELECT pg_column_compression(slots), jsonb_array_length(slots), "
+            "cardinality((slots->0->>'customers')::bigint[]) FROM triggers_meterdelta WHERE workspace_id = %s",
             [tenant_a.workspace.pk],
         )
-        assert cursor.fetchall() == [("lz4", 400)]
+        assert cursor.fetchall() == [("lz4", 1, 400)]  # one group: the 400 customers' calls

@@ -76,6 +76,42 @@ def test_a_slot_that_changed_aggregation_keeps_the_last_value_set_plus_the_amoun
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("folder", ["statement", "portable"])
+def test_deltas_written_before_the_grouped_form_still_fold_in_order_with_newer_ones(tenant_a, folder):
+    """A delta row still pending from before an upgrade holds one array per slot; it folds as before."""
+    one, two = _customers(tenant_a, 2)
+    with tenant_scope(tenant_a.workspace):
+        MeterDelta.objects.create(
+            workspace=tenant_a.workspace,
+            created_at=timezone.now(),
+            slots=[
+                [one, "calls", "all", 3, False],
+                [two, "calls", "all", "1.5", False],
+                [one, "seats", "all", 7, True],
+            ],
+        )
+    _record(tenant_a, {(one, "calls", "all"): 2, (one, "seats", "all"): 1}, {(two, "seats", "all"): 4})
+    with tenant_scope(tenant_a.workspace):
+        (grouped,) = MeterDelta.objects.order_by("-id").values_list("slots", flat=True)[:1]
+        assert {(group["key"], group["set"]) for group in grouped} == {
+            ("calls", False),
+            ("seats", False),
+            ("seats", True),
+        }
+        if folder == "statement":
+            fold(tenant_a.workspace.pk)
+        else:
+            meters._fold_portably(tenant_a.workspace.pk)
+    assert _values(tenant_a) == {
+        (one, "calls", "all"): Decimal(5),
+        (two, "calls", "all"): Decimal("1.5"),
+        (one, "seats", "all"): Decimal(8),  # set to 7 by the older delta, then 1 added
+        (two, "seats", "all"): Decimal(4),
+    }
+    assert _pending(tenant_a) == 0
+
+
+@pytest.mark.django_db
 def test_a_deleted_customers_deltas_are_dropped_and_a_huge_meter_saturates_instead_of_failing(tenant_a):
     gone, kept = _customers(tenant_a, 2)
     below_cap = MAX_METER_AMOUNT - 1

@@ -117,8 +117,12 @@ class MeterDelta(TenantModel):
     deltas and applies them in one transaction, so each is counted exactly once; every reader of
     meters folds first, so what it reads is exact.
 
-    ``slots`` is a JSON list of ``[customer_id, key, period, amount, is_set]``: ``amount`` is added
-    to the meter unless ``is_set`` (a gauge's latest value, which replaces it).
+    ``slots`` is a JSON list of groups, one per (meter key, period, added or set):
+    ``{"key", "period", "set", "customers": "{1,2}", "amounts": "{3,4.5}"}``, the customer ids and
+    amounts as PostgreSQL array literals in the same order (``triggers.meters._groups``). ``amount``
+    is added to the meter unless ``set`` (a gauge's latest value, which replaces it). Deltas written
+    before the grouped form hold one ``[customer_id, key, period, amount, is_set]`` array per slot;
+    the fold reads both.
     """
 
     # (workspace, id) serves the fold's "this workspace's deltas in order"; no other index is paid.
