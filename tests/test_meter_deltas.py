@@ -34,7 +34,9 @@ def _pending(tenant: Tenant) -> int:
 
 
 def _record(tenant: Tenant, increments: dict | None = None, gauges: dict | None = None) -> None:
-    meters.record(workspace_id=tenant.workspace.pk, changes=Changes(increments or {}, gauges or {}), now=timezone.now())
+    meters.record(
+        workspace_id=tenant.workspace.pk, changes=Changes.from_slots(increments or {}, gauges or {}), now=timezone.now()
+    )
 
 
 @pytest.mark.django_db

@@ -11,6 +11,7 @@ fold applies many requests at once, so a customer touched by 50 requests costs o
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -31,17 +32,41 @@ MAX_METER_AMOUNT = Decimal(10) ** 16
 _SATURATED = MAX_METER_AMOUNT - 1
 
 Slot = tuple[int, str, str]  # (customer id, meter key, period)
+Group = tuple[str, str]  # (meter key, period)
 
 
 @dataclass(frozen=True)
 class Changes:
-    """What one request does to meters: amounts to add (count, sum) and latest values to set (gauge)."""
+    """What one request does to meters, per (meter key, period) and customer: amounts to add (count,
+    sum) and latest values to set (gauge). Kept by group, as the delta row stores them (_groups)."""
 
-    increments: dict[Slot, Decimal | int]
-    gauges: dict[Slot, Decimal | int]
+    increments: dict[Group, dict[int, Decimal | int]]
+    gauges: dict[Group, dict[int, Decimal | int]]
 
     def __bool__(self) -> bool:
         return bool(self.increments or self.gauges)
+
+    @classmethod
+    def from_slots(cls, increments: dict[Slot, Decimal | int], gauges: dict[Slot, Decimal | int]) -> Changes:
+        def grouped(amounts: dict[Slot, Decimal | int]) -> dict[Group, dict[int, Decimal | int]]:
+            groups: dict[Group, dict[int, Decimal | int]] = {}
+            for (customer_id, key, period), amount in amounts.items():
+                groups.setdefault((key, period), {})[customer_id] = amount
+            return groups
+
+        return cls(grouped(increments), grouped(gauges))
+
+    def by_slot(self) -> tuple[dict[Slot, Decimal | int], dict[Slot, Decimal | int]]:
+        """(increments, gauges) per (customer id, key, period)."""
+
+        def flat(groups: dict[Group, dict[int, Decimal | int]]) -> dict[Slot, Decimal | int]:
+            return {
+                (customer_id, key, period): amount
+                for (key, period), amounts in groups.items()
+                for customer_id, amount in amounts.items()
+            }
+
+        return flat(self.increments), flat(self.gauges)
 
 
 _MAX_WHOLE_AMOUNT = int(MAX_METER_AMOUNT)
@@ -98,8 +123,8 @@ def changes_for(definitions: list[MeterSpec], rows: list[tuple[ValidEvent, int |
         )
     count, total = MeterDefinition.Aggregation.COUNT.value, MeterDefinition.Aggregation.SUM.value
     # Counts and whole sums stay ints (cheaper to add and to encode than Decimal); others are Decimal, exact.
-    increments: dict[Slot, Decimal | int] = {}
-    gauges: dict[Slot, tuple[datetime, Decimal | int]] = {}
+    increments: dict[Group, dict[int, Decimal | int]] = {}
+    gauges: dict[Group, dict[int, tuple[datetime, Decimal | int]]] = {}
     for event, customer_id, _contact_id in rows:
         if customer_id is None or event.type != "track":
             continue
@@ -111,31 +136,45 @@ def changes_for(definitions: list[MeterSpec], rows: list[tuple[ValidEvent, int |
         for key, monthly, aggregation, property_name in wanted:
             if monthly:
                 month = month or f"{timestamp.year:04d}-{timestamp.month:02d}"
-                slot = (customer_id, key, month)
+                group = (key, month)
             else:
-                slot = (customer_id, key, "all")
+                group = (key, "all")
             if aggregation == count:
-                increments[slot] = increments.get(slot, 0) + 1
+                added = increments.get(group)
+                if added is None:
+                    added = increments[group] = {}
+                added[customer_id] = added.get(customer_id, 0) + 1
                 continue
             amount = _number(event.properties.get(property_name))
             if amount is None:
                 continue
             if aggregation == total:
-                increments[slot] = increments.get(slot, 0) + amount
-            elif slot not in gauges or gauges[slot][0] <= timestamp:
-                gauges[slot] = (timestamp, amount)
-    return Changes(increments, {slot: value for slot, (_at, value) in gauges.items()})
+                added = increments.get(group)
+                if added is None:
+                    added = increments[group] = {}
+                added[customer_id] = added.get(customer_id, 0) + amount
+                continue
+            latest = gauges.get(group)
+            if latest is None:
+                latest = gauges[group] = {}
+            if customer_id not in latest or latest[customer_id][0] <= timestamp:
+                latest[customer_id] = (timestamp, amount)
+    return Changes(
+        increments,
+        {
+            group: {customer_id: value for customer_id, (_at, value) in latest.items()}
+            for group, latest in gauges.items()
+        },
+    )
 
 
-def _json_amount(amount: Decimal | int) -> int | str:
-    # JSON has no decimal type: whole amounts (counts, most sums) as integers, others as exact strings.
-    if isinstance(amount, int):
-        return amount
-    return int(amount) if amount == amount.to_integral_value() else str(amount)
+def _array_literal(values: Iterable[Decimal | int]) -> str:
+    # str() of an int or a finite Decimal is a literal PostgreSQL's numeric reads exactly ("2.50", "1E+3").
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _groups(changes: Changes) -> list[dict[str, Any]]:
-    """The changes grouped by (meter key, period, added or set): the delta's ``slots`` document.
+    """The changes by (meter key, period, added or set): the delta's ``slots`` document.
 
     Each group holds its customer ids and amounts as two PostgreSQL array literals in JSON strings,
     in the same order. PostgreSQL then parses six strings per 500-event batch instead of ~1,500
@@ -144,21 +183,16 @@ def _groups(changes: Changes) -> list[dict[str, Any]]:
     extracting five fields per slot from ``jsonb`` (43 against 138 ms for 200 deltas). Increments
     come before values set, as the fold's order within a delta (see _FOLD_SQL).
     """
-    grouped: dict[tuple[str, str, bool], tuple[list[str], list[str]]] = {}
-    for is_set, amounts in ((False, changes.increments), (True, changes.gauges)):
-        for (customer_id, key, period), amount in amounts.items():
-            customers, values = grouped.setdefault((key, period, is_set), ([], []))
-            customers.append(str(customer_id))
-            values.append(str(_json_amount(amount)))
     return [
         {
             "key": key,
             "period": period,
             "set": is_set,
-            "customers": "{" + ",".join(customers) + "}",
-            "amounts": "{" + ",".join(values) + "}",
+            "customers": "{" + ",".join(map(str, amounts)) + "}",
+            "amounts": _array_literal(amounts.values()),
         }
-        for (key, period, is_set), (customers, values) in grouped.items()
+        for is_set, groups in ((False, changes.increments), (True, changes.gauges))
+        for (key, period), amounts in groups.items()
     ]
 
 
