@@ -89,7 +89,8 @@ class _Known:
 
 
 # On PostgreSQL the message ids are claimed and the rest looked up in one round trip (a single
-# event's request is mostly round trips). The row shapes share one column list: kind, text (message
+# event's request is mostly round trips). It returns the message ids that were already claimed (the
+# duplicates, usually none) rather than the new ones: 500 fewer rows for psycopg2 to build per batch. The row shapes share one column list: kind, text (message
 # id, external id or meter key), id, customer id, and the meter definition's other texts. People
 # are looked up for every event of the request, as the new ones are only known once this has run.
 # Both forms are prepared statements whose cached generic plan must hold on a new database without
@@ -97,7 +98,7 @@ class _Known:
 # external id) unique indexes with one value, which is estimated at one row with or without
 # statistics, so each person is one index probe.
 _LOOK_UP_TAIL = f"""
-SELECT 3, message_id::text, NULL::bigint, NULL::bigint, NULL, NULL, NULL, NULL FROM claimed
+SELECT 3, message_id::text, NULL::bigint, NULL::bigint, NULL, NULL, NULL, NULL FROM {{duplicates}}
 UNION ALL
 SELECT 0, cu.external_id, cu.id, NULL, NULL, NULL, NULL, NULL FROM {{customers}}
 UNION ALL
@@ -120,6 +121,7 @@ WITH claimed AS (
     ON CONFLICT DO NOTHING RETURNING message_id
 )"""
     + _LOOK_UP_TAIL.format(
+        duplicates="(SELECT $3 WHERE NOT EXISTS (SELECT FROM claimed)) AS duplicate(message_id)",
         customers=f"{Customer._meta.db_table} AS cu WHERE cu.workspace_id = $1 AND cu.external_id = $4",
         contacts=f"{Contact._meta.db_table} AS co WHERE co.workspace_id = $1 AND co.external_id = $5",
     ),
@@ -162,6 +164,7 @@ WITH claimed AS (
     ON CONFLICT DO NOTHING RETURNING message_id
 )"""
     + _LOOK_UP_TAIL.format(
+        duplicates=f"unnest({_opaque('$3')}) AS sent(message_id) WHERE message_id NOT IN (SELECT message_id FROM claimed)",
         customers=_each_by_external_id(Customer._meta.db_table, "external_id, id", "$4") + " AS cu",
         contacts=_each_by_external_id(Contact._meta.db_table, "external_id, id, customer_id", "$5") + " AS co",
     ),
@@ -178,7 +181,7 @@ def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: date
     if not on_postgresql():
         claimed = _claim_message_ids(workspace, events, now)
         return claimed, _look_up(workspace, [event for event in events if event.message_id in claimed])
-    new_ids: set[str] = set()
+    duplicates: set[str] = set()
     customers: dict[str, int] = {}
     contacts: dict[str, tuple[int, int | None]] = {}
     specs: list[meters.MeterSpec] = []
@@ -203,13 +206,14 @@ def _claim_and_look_up(workspace: Workspace, events: list[ValidEvent], now: date
             )
         for kind, name, pk, customer_id, event_name, aggregation, property_name, reset in cursor.fetchall():
             if kind == 3:
-                new_ids.add(name)
+                duplicates.add(name)
             elif kind == 0:
                 customers[name] = pk
             elif kind == 1:
                 contacts[name] = (pk, customer_id)
             else:
                 specs.append(meters.MeterSpec(name, event_name, aggregation, property_name, reset))
+    new_ids = {event.message_id for event in events if event.message_id not in duplicates}
     return new_ids, _Known(customers, contacts, specs)
 
 
