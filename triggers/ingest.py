@@ -658,9 +658,11 @@ def request_evaluation(
 # cannot deadlock) and insert a pending row for each customer that has none. FOR SHARE blocks a
 # worker's claim (an UPDATE) until this transaction ends, and two requests can both hold it; it
 # writes no new row version, where `ON CONFLICT DO UPDATE` rewrote every pending row each time a
-# customer was touched (~1.9 ms against ~0.9 ms for 500 customers). A customer in neither result
-# had a pending row committed by another request after this statement's snapshot was taken: the
-# next round locks (or, if a worker claimed it meanwhile, re-creates) it.
+# customer was touched (~1.9 ms against ~0.9 ms for 500 customers). It returns the rows it created
+# and, with a NULL id, each customer it neither locked nor created a row for (usually none; the
+# locked ones are not sent back, 500 rows psycopg2 would build per batch): that customer had a
+# pending row committed by another request after this statement's snapshot was taken, and the next
+# round locks (or, if a worker claimed it meanwhile, re-creates) it.
 # Each customer's row is probed on its own (a LATERAL subquery with LIMIT is never flattened into a
 # join), in the array's order, which is the customer order: equality on both columns of the unique
 # index is planned as one probe with or without statistics. `customer_id = ANY($2)` was planned as a
@@ -681,7 +683,9 @@ WITH pending AS (
     ON CONFLICT (workspace_id, customer_id) WHERE claimed_at IS NULL DO NOTHING
     RETURNING id, customer_id
 )
-SELECT id, customer_id FROM created UNION ALL SELECT NULL, locked FROM pending WHERE locked IS NOT NULL
+SELECT id, customer_id FROM created
+UNION ALL
+SELECT NULL, id FROM pending WHERE locked IS NULL AND id NOT IN (SELECT customer_id FROM created)
 """,
 )
 
@@ -702,12 +706,13 @@ def _share_or_create_pending(
                 [*(value for _sql, params in first for value in params), workspace.pk, customers, now],
             )
             first = []
-            covered = set()
+            uncovered = []
             for row_id, customer_id in cursor.fetchall():
-                covered.add(customer_id)
-                if row_id is not None:
+                if row_id is None:
+                    uncovered.append(customer_id)
+                else:
                     created.append(row_id)
-            remaining = [customer_id for customer_id in remaining if customer_id not in covered]
+            remaining = sorted(uncovered)
     return created
 
 
