@@ -89,6 +89,32 @@ def test_events_store_tabs_newlines_backslashes_and_quotes_exactly(tenant_a, fil
     assert event.customer is not None and event.customer.external_id == f"org-{awkward}"
 
 
+@pytest.mark.parametrize("fillers", [0, INSERT_AT_MOST], ids=["insert", "copy"])
+def test_timestamps_with_any_offset_are_stored_at_their_instant(tenant_a, fillers):
+    """UTC takes a faster text form on the way to COPY; other offsets, down to the second, must not
+    move the instant either way."""
+    sent = {
+        "z": "2026-11-26T08:00:00.123456Z",
+        "utc": "2026-11-26T08:00:00+00:00",
+        "india": "2026-11-26T13:30:00.000001+05:30",
+        "odd": "2026-11-26T13:30:15+05:30:15",
+        "west": "2026-11-26T05:00:15-02:59:45",
+    }
+    calls = [
+        {"type": "track", "messageId": f"t-{name}", "userId": "u", "event": "E", "timestamp": stamp}
+        for name, stamp in sent.items()
+    ]
+    calls += [{**calls[0], "messageId": f"filler-{n}"} for n in range(fillers)]
+    response = Client().post(
+        "/v1/batch", json.dumps({"batch": calls}), content_type="application/json", **tenant_a.basic()
+    )
+    assert response.status_code == 200 and response.json()["stored"] == len(calls)
+    with tenant_scope(tenant_a.workspace):
+        stored = dict(Event.objects.filter(message_id__startswith="t-").values_list("message_id", "timestamp"))
+    assert stored == {f"t-{name}": datetime.fromisoformat(stamp) for name, stamp in sent.items()}
+    assert stored["t-z"].microsecond == 123456 and stored["t-india"].microsecond == 1
+
+
 def test_deleting_a_workspace_deletes_its_events_and_receipts_without_a_database_constraint(tenant_a, tenant_b):
     """The hot tables have no foreign key to check per row (migration 0010); Django's collector still cascades."""
     with connection.cursor() as cursor:

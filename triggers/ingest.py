@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -503,6 +503,11 @@ def _copy_lines(workspace_id: int, rows: list[tuple[ValidEvent, int | None, int 
     null, backslash, escaped = "\\N", "\\", "\\\\"
     lines = []
     for event, customer_id, contact_id in rows:
+        # isoformat() was ~0.5 of this loop's ~2.2 µs per event; orjson writes the same ISO 8601 text
+        # in a third of the time, but it drops the seconds of an offset like +05:30:15, so only UTC
+        # (what SDKs send, and what fromisoformat gives for Z and +00:00) takes it.
+        moment = event.timestamp
+        stamp = orjson.dumps(moment)[1:-1].decode() if moment.tzinfo is UTC else moment.isoformat()
         properties = {**event.properties, "traits": event.traits} if event.traits else event.properties
         text: tuple[str, ...] = (event.message_id, event.event, event.user_id, event.anonymous_id, event.group_id)
         # One search over the five texts: almost none needs escaping, and translating costs more.
@@ -514,7 +519,7 @@ def _copy_lines(workspace_id: int, rows: list[tuple[ValidEvent, int | None, int 
             f"{null if customer_id is None else customer_id}\t{null if contact_id is None else contact_id}\t"
             # JSON text has no raw tab or newline (they are escaped inside strings), only backslashes.
             f"{_json_text(properties).replace(backslash, escaped)}\t{_json_text(event.context).replace(backslash, escaped)}\t"
-            f"{event.timestamp.isoformat()}\t{received}\n"
+            f"{stamp}\t{received}\n"
         )
     return "".join(lines)
 
