@@ -125,45 +125,44 @@ def changes_for(definitions: list[MeterSpec], rows: list[tuple[ValidEvent, int |
     # Counts and whole sums stay ints (cheaper to add and to encode than Decimal); others are Decimal, exact.
     increments: dict[Group, dict[int, Decimal | int]] = {}
     gauges: dict[Group, dict[int, tuple[datetime, Decimal | int]]] = {}
+
+    def targets(name: str, month: str) -> list[tuple[dict[int, Any], str, str]]:
+        """Where an event of this name and month counts: per definition, its group's customer map."""
+        found: list[tuple[dict[int, Any], str, str]] = []
+        for key, monthly, aggregation, property_name in by_event[name]:
+            group = (key, month if monthly else "all")
+            kept = gauges if aggregation not in (count, total) else increments
+            found.append((kept.setdefault(group, {}), aggregation, property_name))
+        return found
+
+    # Per (event name, month): resolved once per batch rather than per event and definition.
+    resolved: dict[tuple[str, int, int], list[tuple[dict[int, Any], str, str]]] = {}
     for event, customer_id, _contact_id in rows:
-        if customer_id is None or event.type != "track":
-            continue
-        wanted = by_event.get(event.event)
-        if wanted is None:
+        if customer_id is None or event.type != "track" or event.event not in by_event:
             continue
         timestamp = event.timestamp
-        month = ""
-        for key, monthly, aggregation, property_name in wanted:
-            if monthly:
-                month = month or f"{timestamp.year:04d}-{timestamp.month:02d}"
-                group = (key, month)
-            else:
-                group = (key, "all")
+        where = resolved.get((event.event, timestamp.year, timestamp.month))
+        if where is None:
+            where = resolved[event.event, timestamp.year, timestamp.month] = targets(
+                event.event, f"{timestamp.year:04d}-{timestamp.month:02d}"
+            )
+        for customer_amounts, aggregation, property_name in where:
             if aggregation == count:
-                added = increments.get(group)
-                if added is None:
-                    added = increments[group] = {}
-                added[customer_id] = added.get(customer_id, 0) + 1
+                customer_amounts[customer_id] = customer_amounts.get(customer_id, 0) + 1
                 continue
             amount = _number(event.properties.get(property_name))
             if amount is None:
                 continue
             if aggregation == total:
-                added = increments.get(group)
-                if added is None:
-                    added = increments[group] = {}
-                added[customer_id] = added.get(customer_id, 0) + amount
-                continue
-            latest = gauges.get(group)
-            if latest is None:
-                latest = gauges[group] = {}
-            if customer_id not in latest or latest[customer_id][0] <= timestamp:
-                latest[customer_id] = (timestamp, amount)
+                customer_amounts[customer_id] = customer_amounts.get(customer_id, 0) + amount
+            elif customer_id not in customer_amounts or customer_amounts[customer_id][0] <= timestamp:
+                customer_amounts[customer_id] = (timestamp, amount)
     return Changes(
-        increments,
+        {group: amounts for group, amounts in increments.items() if amounts},  # none when no event had the property
         {
             group: {customer_id: value for customer_id, (_at, value) in latest.items()}
             for group, latest in gauges.items()
+            if latest
         },
     )
 
