@@ -19,8 +19,9 @@ import time
 from base64 import b64encode
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
-from ingest_common import DEFAULT_URL, make_workspace, prepare_database, setup_django, start_gunicorn
+from ingest_common import DEFAULT_URL, CpuMeter, make_workspace, prepare_database, setup_django, start_gunicorn
 
 BATCH = 500
 
@@ -41,11 +42,11 @@ def make_events(n: int, prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def bench_http(base: str, key: str, events: list[dict[str, Any]], clients: int) -> float:
+def bench_http(base: str, key: str, events: list[dict[str, Any]], clients: int, meter: CpuMeter | None = None) -> float:
     """Post the events in 500-event batches from `clients` threads, one keep-alive connection each.
 
     http.client rather than requests: the load generator shares the 2 cores with the server, and
-    requests cost ~0.5 ms of CPU more per call.
+    requests cost ~0.5 ms of CPU more per call. `meter` starts once the bodies are encoded.
     """
     bodies = [json.dumps({"batch": events[i : i + BATCH]}).encode() for i in range(0, len(events), BATCH)]
     shares = [bodies[i::clients] for i in range(clients)]
@@ -64,6 +65,8 @@ def bench_http(base: str, key: str, events: list[dict[str, Any]], clients: int) 
         conn.close()
 
     threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    if meter is not None:
+        meter.start()
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -104,7 +107,9 @@ def main() -> None:
     try:
         _warm_ws, warm_key = make_workspace("warm")
         bench_http(base, warm_key, make_events(2 * BATCH, "warm"), 2)
-        http_seconds = bench_http(base, http_key, events, args.clients)
+        meter = CpuMeter(process.pid, urlparse(args.database_url).path.lstrip("/"))
+        http_seconds = bench_http(base, http_key, events, args.clients, meter)
+        cpu = meter.per(n // BATCH)
     finally:
         process.terminate()
         process.wait()
@@ -170,6 +175,8 @@ def main() -> None:
     )
     print(f"  POST /v1/batch (dedupe, people, meters, outbox) {n / (http_seconds + fold_seconds):>10,.0f} events/s")
     print(f"    of which: requests {http_seconds:.2f} s, meter fold {fold_seconds:.2f} s")
+    if cpu:  # compares across runs better than the rates: see CpuMeter
+        print("    CPU per 500-event request, ms: " + ", ".join(f"{group} {ms:.2f}" for group, ms in cpu.items()))
     print(f"  ingest() service + fold, no HTTP               {n / service_seconds:>10,.0f} events/s")
     print(f"  raw COPY of the same rows                      {n / copy_seconds:>10,.0f} events/s")
     # The box's speed varies by more than the code's (docs/ingestion.md): the share of raw COPY compares runs.

@@ -131,3 +131,52 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
     return sorted_values[index]
+
+
+class CpuMeter:
+    """CPU seconds spent by the server's processes over a phase, read from /proc (Linux).
+
+    The machine's speed moves by more than most code changes within minutes, so wall-clock figures
+    from different runs rarely compare; CPU per request moves much less. Counts the gunicorn
+    workers (children of `master_pid`), the PostgreSQL backends connected to `database`, and this
+    process (the load generator). Empty figures where /proc is missing.
+    """
+
+    def __init__(self, master_pid: int, database: str) -> None:
+        self.master_pid, self.database = master_pid, database
+        self.before: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(pid: str) -> float:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> dict[str, float]:
+        totals = {"gunicorn": 0.0, "postgres": 0.0, "load generator": 0.0}
+        if not Path("/proc/self/stat").exists():
+            return {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if parent == self.master_pid:
+                    totals["gunicorn"] += self._cpu(entry.name)
+                elif title.startswith("postgres:") and f" {self.database} " in title:
+                    totals["postgres"] += self._cpu(entry.name)
+                elif int(entry.name) == os.getpid():
+                    totals["load generator"] += self._cpu(entry.name)
+            except (OSError, ValueError, IndexError):
+                continue  # a process that ended while being read
+        return totals
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def per(self, count: int) -> dict[str, float]:
+        """Milliseconds of CPU per unit of work since start(), by process group."""
+        after = self._sample()
+        return {group: (after[group] - self.before.get(group, 0.0)) * 1000 / count for group in after}

@@ -16,8 +16,17 @@ import time
 from base64 import b64encode
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from urllib.parse import urlparse
 
-from ingest_common import DEFAULT_URL, make_workspace, percentile, prepare_database, setup_django, start_gunicorn
+from ingest_common import (
+    DEFAULT_URL,
+    CpuMeter,
+    make_workspace,
+    percentile,
+    prepare_database,
+    setup_django,
+    start_gunicorn,
+)
 
 
 def _read_response(sock: socket.socket) -> tuple[int, bool]:
@@ -126,7 +135,10 @@ def main() -> None:
 
     try:
         run(3.0, record=False)
+        meter = CpuMeter(process.pid, urlparse(args.database_url).path.lstrip("/"))
+        meter.start()
         elapsed, latencies, errors = run(args.seconds, record=True)
+        cpu = meter.per(max(1, sum(len(per) for per in latencies)))
         # The same clients and server on GET /healthz (no database, no Redis): this machine's
         # ceiling for any request through gunicorn, Django and the middleware, measured in the
         # same run, so that track figures from faster and slower hours can be compared.
@@ -150,6 +162,8 @@ def main() -> None:
         f"  latency ms p50 {percentile(flat, 0.5) * 1000:.1f}  p90 {percentile(flat, 0.9) * 1000:.1f}  "
         f"p99 {percentile(flat, 0.99) * 1000:.1f}  max {flat[-1] * 1000:.1f}"
     )
+    if cpu:  # compares across runs better than the rates (the clients are other processes: not counted)
+        print(f"  CPU per request, ms: gunicorn {cpu['gunicorn']:.3f}, postgres {cpu['postgres']:.3f}")
     print(
         f"  same clients on GET /healthz: {probe_rate:,.0f} requests/s; "
         f"track ÷ healthz {len(flat) / elapsed / probe_rate:.2f}"
