@@ -146,29 +146,24 @@ class CpuMeter:
         self.master_pid, self.database = master_pid, database
         self.before: dict[str, float] = {}
 
-    @staticmethod
-    def _cpu(pid: str) -> float:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def _sample(self) -> dict[str, float]:
         totals = {"gunicorn": 0.0, "postgres": 0.0, "load generator": 0.0}
         if not Path("/proc/self/stat").exists():
             return {}
+        ticks = os.sysconf("SC_CLK_TCK")
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                stat = (entry / "stat").read_text()
-                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parent, cpu = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
                 title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 if parent == self.master_pid:
-                    totals["gunicorn"] += self._cpu(entry.name)
+                    totals["gunicorn"] += cpu
                 elif title.startswith("postgres:") and f" {self.database} " in title:
-                    totals["postgres"] += self._cpu(entry.name)
+                    totals["postgres"] += cpu
                 elif int(entry.name) == os.getpid():
-                    totals["load generator"] += self._cpu(entry.name)
+                    totals["load generator"] += cpu
             except (OSError, ValueError, IndexError):
                 continue  # a process that ended while being read
         return totals

@@ -91,13 +91,13 @@ class _Known:
 # On PostgreSQL the message ids are claimed and the rest looked up in one round trip (a single
 # event's request is mostly round trips). It returns the message ids that were already claimed (the
 # duplicates, usually none) rather than the new ones: 500 fewer rows for psycopg2 to build per
-# batch. The row shapes share one column list: kind, text (message
-# id, external id or meter key), id, customer id, and the meter definition's other texts. People
-# are looked up for every event of the request, as the new ones are only known once this has run.
-# Both forms are prepared statements whose cached generic plan must hold on a new database without
-# statistics, whatever the workspace's size: each one compares every column of the (workspace,
-# external id) unique indexes with one value, which is estimated at one row with or without
-# statistics, so each person is one index probe.
+# batch. The row shapes share one column list: kind, text (message id, external id or meter key),
+# id, customer id, and the meter definition's other texts. People are looked up for every event of
+# the request, as the new ones are only known once this has run. Both forms are prepared statements
+# whose cached generic plan must hold on a new database without statistics, whatever the
+# workspace's size: each one compares every column of the (workspace, external id) unique indexes
+# with one value, which is estimated at one row with or without statistics, so each person is one
+# index probe.
 _LOOK_UP_TAIL = f"""
 SELECT 3, message_id::text, NULL::bigint, NULL::bigint, NULL, NULL, NULL, NULL FROM {{duplicates}}
 UNION ALL

@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from accounts.models import Customer
 from accounts.prepared_sql import Prepared, on_postgresql
 from accounts.tenancy import tenant_scope
+from triggers.batch_sql import id_array
 from triggers.models import Meter, MeterDefinition, MeterDelta
 from triggers.segment import ValidEvent
 
@@ -187,7 +188,7 @@ def _groups(changes: Changes) -> list[dict[str, Any]]:
             "key": key,
             "period": period,
             "set": is_set,
-            "customers": "{" + ",".join(map(str, amounts)) + "}",
+            "customers": id_array(list(amounts)),
             "amounts": _array_literal(amounts.values()),
         }
         for is_set, groups in ((False, changes.increments), (True, changes.gauges))
