@@ -30,7 +30,10 @@ from triggers.segment import ValidEvent
 # Meter.value is numeric(20, 4): an amount this large cannot be stored, so it is not counted, and a
 # meter saturates just below it rather than making every later fold fail.
 MAX_METER_AMOUNT = Decimal(10) ** 16
-_SATURATED = MAX_METER_AMOUNT - 1
+# Ten below, not one: on SQLite (the embedded demo) Django reads a decimal back through 15
+# significant digits, which round 10^16 - 1 up to 10^16, a value the field cannot hold, and every
+# page showing that meter failed. 10^16 - 10 has 15 significant digits, so it survives.
+SATURATED_METER_VALUE = MAX_METER_AMOUNT - 10
 
 Slot = tuple[int, str, str]  # (customer id, meter key, period)
 Group = tuple[str, str]  # (meter key, period)
@@ -314,7 +317,7 @@ def fold(workspace_id: int) -> None:
                 # were taken while the table was empty (deleted deltas stay in the heap until vacuum).
                 cursor.execute(
                     "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; " + _FOLD_SQL.format(**tables),
-                    {"workspace": workspace_id, "cap": _SATURATED},
+                    {"workspace": workspace_id, "cap": SATURATED_METER_VALUE},
                 )
             return
         _fold_portably(workspace_id)
@@ -365,7 +368,7 @@ def _fold_portably(workspace_id: int) -> None:
             defaults={"value": Decimal(0), "updated_at": at},
         )
         value = amount if is_set else meter.value + amount
-        meter.value = max(-_SATURATED, min(value, _SATURATED))
+        meter.value = max(-SATURATED_METER_VALUE, min(value, SATURATED_METER_VALUE))
         meter.updated_at = at
         meter.save(update_fields=["value", "updated_at"])
     MeterDelta.objects.filter(pk__in=[delta.pk for delta in deltas]).delete()

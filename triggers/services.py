@@ -251,21 +251,37 @@ def claim_evaluations(*, request_ids: list[int], now: datetime, fill_to: int = 0
             )
         claimed = dict(cursor.fetchall())
         room = fill_to - len(claimed)
-        if claimed and room > 0 and connection.vendor == "postgresql":
-            # Any pending rows, not the oldest: sorting the whole backlog cost more than evaluating.
-            # Filling only gets rows evaluated sooner; each row's own task still claims it otherwise.
-            # Through the pending rows' index, always: planned from statistics taken while the outbox
-            # was empty (a new database, autovacuum behind), a sequential scan read every finished row
-            # on each fill, and the worker fell further behind as the outbox grew.
-            with transaction.atomic():
-                cursor.execute("SET LOCAL enable_seqscan = off")
-                cursor.execute(
-                    f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE workspace_id = %s "
-                    "AND claimed_at IS NULL LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, customer_id",
-                    [now, workspace_id, room],
-                )
-            claimed.update(cursor.fetchall())
+        if claimed and room > 0:
+            claimed.update(_fill_claim(cursor, table, workspace_id=workspace_id, room=room, now=now))
     return claimed
+
+
+def _fill_claim(cursor: Any, table: str, *, workspace_id: int, room: int, now: datetime) -> list[tuple[int, int]]:
+    """Claim up to `room` other pending rows of the workspace: [(request id, customer id)].
+
+    Any pending rows, not the oldest: sorting the whole backlog cost more than evaluating. Filling
+    only gets rows evaluated sooner; each row's own task still claims it otherwise.
+    """
+    if connection.vendor == "postgresql":
+        # Through the pending rows' index, always: planned from statistics taken while the outbox
+        # was empty (a new database, autovacuum behind), a sequential scan read every finished row
+        # on each fill, and the worker fell further behind as the outbox grew. Rows an ingest still
+        # holds are skipped, not waited for.
+        with transaction.atomic():
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(
+                f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE workspace_id = %s "
+                "AND claimed_at IS NULL LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, customer_id",
+                [now, workspace_id, room],
+            )
+    else:
+        # SQLite has one writer at a time, so no other transaction can hold these rows meanwhile.
+        cursor.execute(
+            f"UPDATE {table} SET claimed_at = %s WHERE id IN (SELECT id FROM {table} WHERE workspace_id = %s "
+            "AND claimed_at IS NULL LIMIT %s) RETURNING id, customer_id",
+            [now, workspace_id, room],
+        )
+    return list(cursor.fetchall())
 
 
 def finish_evaluation(*, request_id: int, now: datetime) -> None:
