@@ -30,8 +30,9 @@ from expansion.selection import Selection
 from expansion.templatetags.money import cents
 from offers.experiments import HOLDOUT
 from offers.models import Assignment, Delivery, DeliveryEvent
+from triggers.customer_events import newest_events
 from triggers.meters import fold as fold_meters
-from triggers.models import Event, Meter, Opportunity, OpportunityStep
+from triggers.models import Meter, Opportunity, OpportunityStep
 
 CACHE_SECONDS = 24 * 3600
 
@@ -701,7 +702,7 @@ class Timeline:
 def customer_timeline(customer: Customer, limit: int = 200) -> Timeline:
     """Everything that happened to one customer, newest first: events, opportunities, messages, movements."""
     entries: list[TimelineEntry] = []
-    for event in Event.objects.filter(customer=customer).order_by("-timestamp")[:limit]:
+    for event in newest_events(customer, limit):
         entries.append(TimelineEntry(event.timestamp, "event", event.event or event.type, _props(event.properties)))
     opps = list(Opportunity.objects.filter(customer=customer).select_related("rule").order_by("-created_at")[:limit])
     for opp in opps:

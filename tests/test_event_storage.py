@@ -40,7 +40,7 @@ def test_events_land_in_the_current_month_partition_and_indexes_start_with_the_w
         )
         indexes = dict(cursor.fetchall())
     assert "(workspace_id, received_at, id)" in indexes["event_recent"]
-    assert '(workspace_id, customer_id, "timestamp")' in indexes["event_customer_time"]
+    assert '(workspace_id, customer_id, event, "timestamp")' in indexes["event_customer_name_time"]
     with tenant_scope(tenant_a.workspace):
         assert sorted(EventReceipt.objects.values_list("message_id", flat=True)) == ["p0", "p1", "p2"]
         assert Event.objects.count() == 3

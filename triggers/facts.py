@@ -16,13 +16,13 @@ from typing import Any
 from django.db.models import Max
 
 from accounts.models import Contact
-from accounts.tenancy import current_workspace_id
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES
+from triggers import customer_events
 from triggers.batch_sql import any_of, aware, db_time, fetch_in_workspace, one_of
 from triggers.context import WorkspaceContext
 from triggers.evaluation import EVENT_KINDS, CustomerFacts
-from triggers.models import Event, Meter, MeterDefinition, Rule
+from triggers.models import Meter, MeterDefinition, Rule
 from triggers.suppression import TimingFacts, open_tickets
 
 _PURCHASES = (MrrMovement.Kind.NEW, MrrMovement.Kind.EXPANSION, MrrMovement.Kind.REACTIVATION)
@@ -115,42 +115,25 @@ def _event_counts(
     the customers who ever sent the first-value event."""
     windows: list[tuple[str, list[Any]]] = []
     rule_ids: list[int] = []
+    names: set[str] = set()
+    earliest = now
     for rule in context.rules:
         if rule.kind in EVENT_KINDS or (rule.kind == Rule.Kind.TEAM_GROWTH and rule.event_name):
             since = now - timedelta(days=rule.window_days)
-            windows.append(
-                (
-                    'event = %s AND "timestamp" >= %s AND "timestamp" <= %s',
-                    [rule.event_name, db_time(since), db_time(now)],
-                )
-            )
+            windows.append(('event = %s AND "timestamp" >= %s', [rule.event_name, db_time(since)]))
             rule_ids.append(rule.pk)
-    policy = context.policy
-    if policy.first_value_event:
-        windows.append(("event = %s", [policy.first_value_event]))
-    if not windows:
-        return {}, set()
-    names, name_params = one_of(
-        "event", sorted({r.event_name for r in context.rules if r.event_name} | {policy.first_value_event})
-    )
-    rows = _counts(
-        Event._meta.db_table,
-        customer_ids,
-        windows,
-        # Events have no index on the customer alone: the workspace leads event_customer_time.
-        f"workspace_id = %s AND type = %s AND {names} AND ",
-        [current_workspace_id(), "track", *name_params],
-    )
+            names.add(rule.event_name)
+            earliest = min(earliest, since)
     counts: dict[int, dict[int, int]] = {}
-    first_value: set[int] = set()
-    for customer_id, *values in rows:
-        # A zero count never fires (evaluation.rule_signal): only the rules a customer can fire are kept.
-        found = {rule_id: n for rule_id, n in zip(rule_ids, values, strict=False) if n}
-        if found:
-            counts[customer_id] = found
-        if policy.first_value_event and values[-1]:
-            first_value.add(customer_id)
-    return counts, first_value
+    if windows:
+        for customer_id, *values in customer_events.counts_in_windows(
+            customer_ids, sorted(names), windows, earliest, now
+        ):
+            # A zero count never fires (evaluation.rule_signal): only the rules a customer can fire are kept.
+            if found := {rule_id: n for rule_id, n in zip(rule_ids, values, strict=True) if n}:
+                counts[customer_id] = found
+    first_value = context.policy.first_value_event
+    return counts, customer_events.ever_sent(customer_ids, first_value) if first_value else set()
 
 
 def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: datetime) -> dict[int, dict[int, int]]:
@@ -171,10 +154,8 @@ def _tickets(customer_ids: list[int], context: WorkspaceContext) -> dict[int, in
     """Open support tickets per customer (only customers with ticket events appear)."""
     opened, closed = context.policy.support_opened_event, context.policy.support_closed_event
     events: dict[int, list[tuple[str, str, datetime]]] = defaultdict(list)
-    for customer_id, name, ticket, at in Event.objects.filter(
-        customer_id__any=customer_ids, event__in=(opened, closed)
-    ).values_list("customer_id", "event", "properties__ticket_id", "timestamp"):
-        events[customer_id].append((name, str(ticket or ""), at))
+    for customer_id, name, ticket, at in customer_events.ticket_events(customer_ids, [opened, closed]):
+        events[customer_id].append((name, ticket, at))
     return {customer_id: open_tickets(rows, opened=opened, closed=closed) for customer_id, rows in events.items()}
 
 
