@@ -72,7 +72,10 @@ def keyset_page(queryset: QuerySet, *, ordering: tuple[str, ...], cursor: str | 
             step = Q(**{f"{names[j]}": values[j] for j in range(i)})
             step &= Q(**{f"{names[i]}__{'lt' if field.startswith('-') else 'gt'}": values[i]})
             after |= step
-        queryset = queryset.filter(after)
+        # The first column's bound is what the index can seek to; the OR above is only a filter, and
+        # alone it made page k read every row of the k - 1 pages before it.
+        bound = f"{names[0]}__{'lte' if ordering[0].startswith('-') else 'gte'}"
+        queryset = queryset.filter(**{bound: values[0]}).filter(after)
     rows = list(queryset[: limit + 1])
     if len(rows) <= limit:
         return Page(rows=rows, next_cursor=None)

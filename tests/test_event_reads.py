@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -14,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Customer
 from accounts.tenancy import tenant_scope
 from tests.engine_fixtures import customer_with_contact, engine_catalog, template_rule, track
+from tests.plans import event_rows_read
 from triggers.context import workspace_context
 from triggers.customer_events import newest_events
 from triggers.facts import _event_counts, _tickets
@@ -50,30 +50,6 @@ def _long_history(customer: Customer) -> None:
     track(customer, "Support Ticket Opened", NOW - timedelta(days=2), ticket_id=2)
 
 
-def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows the plan's scans of the event table's partitions read: returned plus filtered out, over
-    every loop."""
-    total = 0
-    relation = plan.get("Relation Name", "")
-    if "Scan" in plan["Node Type"] and (relation == "triggers_event" or relation.startswith("triggers_event_")):
-        total += (plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)) * plan.get("Actual Loops", 1)
-    return total + sum(_rows_read(child) for child in plan.get("Plans", []))
-
-
-def _event_rows_read(queries: CaptureQueriesContext) -> dict[str, int]:
-    """Each captured read of the event table, EXPLAIN ANALYZEd: {sql: rows read}."""
-    read = {}
-    for query in queries.captured_queries:
-        sql = query["sql"]
-        if "triggers_event" not in sql or not sql.lstrip().upper().startswith(("SELECT", "WITH")):
-            continue
-        with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
-            [(plans,)] = cursor.fetchall()
-        read[sql] = _rows_read(plans[0]["Plan"])
-    return read
-
-
 @pytest.fixture
 def long_history(tenant_a):  # type: ignore[no-untyped-def]
     workspace = tenant_a.workspace
@@ -104,7 +80,7 @@ def test_the_engines_event_reads_are_exact_and_read_only_the_events_they_ask_abo
         assert tickets == {long.pk: 1}
         if connection.vendor != "postgresql":
             return  # the rest is about PostgreSQL's plans
-        read = _event_rows_read(queries)
+        read = event_rows_read(queries)
     # The rule's four events in its window; one probe for the first-value event per customer; the
     # customer's three ticket events. With the index that did not hold the event name, or planned as
     # a join on tables without statistics, a read walked all of the customer's 3,000+ events.
@@ -126,7 +102,7 @@ def test_a_customers_timeline_is_its_newest_events_across_every_name(long_histor
         assert [event.pk for event in newest_events(long, 5000)] == expected  # all of it, in order
         if connection.vendor != "postgresql":
             return
-        (read,) = _event_rows_read(queries).values()
+        (read,) = event_rows_read(queries).values()
     # At most 50 rows of each of the customer's 5 names and one probe per name: not the 3,000 of
     # "API Call" a sort of the whole history read.
     assert read <= 5 * 50 + 2 * 5, read

@@ -151,3 +151,38 @@ def test_the_schema_is_valid_openapi_without_generator_warnings(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     text = (tmp_path / "schema.yaml").read_text()
     assert "writeKey:" in text and "secretKey:" in text
+
+
+@pytest.mark.django_db
+def test_a_deep_events_page_seeks_to_its_cursor_instead_of_reading_the_pages_before_it(tenant_a):
+    """2,000 events, pages of 100: the tenth page reads about one page of rows, not ten."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.tenancy import tenant_scope
+    from tests.plans import event_rows_read
+    from triggers.models import Event
+
+    if connection.vendor != "postgresql":
+        pytest.skip("query plans are PostgreSQL's")
+    start = datetime(2026, 11, 18, tzinfo=UTC)
+    with tenant_scope(tenant_a.workspace):
+        Event.objects.bulk_create(
+            Event(workspace=tenant_a.workspace, message_id=f"m{n}", type="track", event="API Call",
+                  timestamp=start + timedelta(seconds=n // 2), received_at=start + timedelta(seconds=n // 2))
+            for n in range(2000)
+        )  # fmt: skip
+    page = get(tenant_a, "/api/v1/events", limit=100)
+    for _ in range(8):
+        page = Client().get(page["next"], **tenant_a.bearer()).json()
+    with CaptureQueriesContext(connection) as queries:
+        response = Client().get(page["next"], **tenant_a.bearer())
+    assert response.status_code == 200
+    tenth = response.json()["results"]
+    # Newest first, two events per second: the tenth page holds events 1,099 down to 1,000.
+    assert [event["messageId"] for event in tenth] == [f"m{n}" for n in range(1099, 999, -1)]
+    with tenant_scope(tenant_a.workspace):
+        (read,) = event_rows_read(queries).values()
+    assert read <= 101 + 2, read  # the page, one more to see whether there is a next, and the cursor's tie
