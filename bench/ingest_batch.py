@@ -21,25 +21,17 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from ingest_common import DEFAULT_URL, CpuMeter, make_workspace, prepare_database, setup_django, start_gunicorn
+from ingest_common import (
+    DEFAULT_URL,
+    CpuMeter,
+    make_events,
+    make_workspace,
+    prepare_database,
+    setup_django,
+    start_gunicorn,
+)
 
 BATCH = 500
-
-
-def make_events(n: int, prefix: str) -> list[dict[str, Any]]:
-    now = datetime.now(UTC).isoformat()
-    return [
-        {
-            "type": "track",
-            "messageId": f"{prefix}-{i}",
-            "userId": f"user-{i % 5000}",
-            "event": "API Call",
-            "properties": {"rows": 3, "seats": i % 40, "endpoint": "/v2/export", "ok": True},
-            "context": {"groupId": f"company-{i % 1000}", "library": {"name": "bench", "version": "1"}},
-            "timestamp": now,
-        }
-        for i in range(n)
-    ]
 
 
 def bench_http(base: str, key: str, events: list[dict[str, Any]], clients: int, meter: CpuMeter | None = None) -> float:

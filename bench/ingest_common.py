@@ -7,7 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +76,24 @@ def make_workspace(label: str):  # type: ignore[no-untyped-def]
                 reset=reset,
             )
     return workspace, key
+
+
+def make_events(n: int, prefix: str | None = None) -> list[dict[str, Any]]:
+    """`n` track events over 1,000 companies and 5,000 users, as the benches send them. Message ids
+    are `{prefix}-{i}`, or random UUIDs (as the Segment libraries send) without a prefix."""
+    now = datetime.now(UTC).isoformat()
+    return [
+        {
+            "type": "track",
+            "messageId": f"{prefix}-{i}" if prefix else str(uuid.uuid4()),
+            "userId": f"user-{i % 5000}",
+            "event": "API Call",
+            "properties": {"rows": 3, "seats": i % 40, "endpoint": "/v2/export", "ok": True},
+            "context": {"groupId": f"company-{i % 1000}", "library": {"name": "bench", "version": "1"}},
+            "timestamp": now,
+        }
+        for i in range(n)
+    ]
 
 
 def free_port() -> int:

@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from ingest_common import make_workspace, prepare_database, setup_django
+from ingest_common import make_events, make_workspace, prepare_database, setup_django
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/uplift_growth_bench"
 BATCH = 500
@@ -64,22 +63,6 @@ SELECT ws, mid, 'track',
        '{"library": {"name": "bench", "version": "1"}}'::jsonb, at, at
 FROM src
 """
-
-
-def make_events(n: int) -> list[dict[str, Any]]:
-    now = datetime.now(UTC).isoformat()
-    return [
-        {
-            "type": "track",
-            "messageId": str(uuid.uuid4()),
-            "userId": f"user-{i % 5000}",
-            "event": "API Call",
-            "properties": {"rows": 3, "seats": i % 40, "endpoint": "/v2/export", "ok": True},
-            "context": {"groupId": f"company-{i % CUSTOMERS}", "library": {"name": "bench", "version": "1"}},
-            "timestamp": now,
-        }
-        for i in range(n)
-    ]
 
 
 def median_ms(action: Callable[[], Any], repeat: int) -> float:
