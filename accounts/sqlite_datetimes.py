@@ -4,6 +4,7 @@ The ORM hands SQLite naive UTC text ("2026-11-27 01:09:25.598811"). A raw statem
 (the demo's ingest, the outbox claim) went through the adapter Django's SQLite backend registers,
 `isoformat(" ")`, which keeps the offset ("2026-11-27 01:09:25.598811+00:00"). SQLite compares the two as text, so an ORM
 filter on the same instant did not match it: the events API's keyset pages stopped after the first.
+This adapter is the one place that converts: raw SQL passes datetimes as they are.
 """
 
 from __future__ import annotations

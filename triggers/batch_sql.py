@@ -5,6 +5,8 @@ Each batch of the engine reads a dozen sets of rows. Built with the ORM, every q
 before PostgreSQL does any work: most of a small batch's cost, which is what a worker under
 load evaluates. These helpers keep the SQL portable (PostgreSQL, and SQLite for the demo)
 and give back what the ORM would: aware datetimes, every query scoped to the workspace.
+Datetime parameters are passed as they are: on SQLite, accounts.sqlite_datetimes writes them as
+the ORM does.
 """
 
 from __future__ import annotations
@@ -59,11 +61,6 @@ def one_of(column: str, values: Sequence[object]) -> tuple[str, list[Any]]:
     if not values:
         return "1 = 0", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
-
-
-def db_time(value: datetime) -> Any:
-    """A datetime parameter as the ORM would send it (SQLite stores naive UTC text)."""
-    return connection.ops.adapt_datetimefield_value(value)
 
 
 @overload

@@ -17,7 +17,7 @@ from django.db import connection
 
 from accounts.models import Customer
 from accounts.tenancy import current_workspace_id
-from triggers.batch_sql import ID_ARRAY, any_of, aware, db_time, fetch, id_array, one_of, text_array
+from triggers.batch_sql import ID_ARRAY, any_of, aware, fetch, id_array, one_of, text_array
 from triggers.models import Event
 
 TABLE = Event._meta.db_table
@@ -42,7 +42,7 @@ def counts_in_windows(
             columns='e.event, e."timestamp"', where=' AND e."timestamp" >= %s AND e."timestamp" <= %s'
         )
         sql = f"SELECT c.id, {counts} {body} GROUP BY c.id"
-        params = [id_array(customer_ids), text_array(names), current_workspace_id(), db_time(since), db_time(until)]
+        params = [id_array(customer_ids), text_array(names), current_workspace_id(), since, until]
         return fetch(sql, [*window_params, *params])
     named, name_params = one_of("event", names)
     customers, customer_params = any_of("customer_id", customer_ids)
@@ -50,7 +50,7 @@ def counts_in_windows(
         f"SELECT customer_id, {counts} FROM {TABLE} WHERE workspace_id = %s AND type = 'track' AND {named} "
         f'AND "timestamp" >= %s AND "timestamp" <= %s AND {customers} GROUP BY customer_id'
     )
-    params = [current_workspace_id(), *name_params, db_time(since), db_time(until), *customer_params]
+    params = [current_workspace_id(), *name_params, since, until, *customer_params]
     return fetch(sql, [*window_params, *params])
 
 

@@ -26,7 +26,7 @@ from accounts.models import Contact
 from accounts.tenancy import current_workspace_id
 from billing.models import Plan
 from triggers import meters
-from triggers.batch_sql import any_of, aware, db_time, fetch_in_workspace, one_of
+from triggers.batch_sql import any_of, aware, fetch_in_workspace, one_of
 from triggers.caps import contact_cap_reason, customer_cap_reason
 from triggers.context import RuleSpec, WorkspaceContext, workspace_context
 from triggers.evaluation import LimitSignal, Signal, Stage, period_for, rule_signal
@@ -271,18 +271,18 @@ def _load_decision_state(
     for contact_id, opportunity_id, created_at in fetch_in_workspace(
         f"SELECT workspace_id, contact_id, opportunity_id, created_at FROM {step_table} "
         f"WHERE {of_contacts} AND created_at >= %s AND {messaged}",
-        [*contact_params, db_time(contact_since), *messaged_params],
+        [*contact_params, contact_since, *messaged_params],
     ):
         contact_offers[contact_id].append(_Offer(opportunity_id, aware(created_at)))
     # The customers' recent steps: offers of the last 7 days (customer cap) and rejections (cooldown).
     step_messaged, recent_params = one_of("s.status", MESSAGED)
     recent = f"({step_messaged} AND s.created_at >= %s)"
-    recent_params.append(db_time(week_ago))
+    recent_params.append(week_ago)
     cooldown = context.policy.cooldown_days
     if cooldown:
         rejected, rejected_params = one_of("s.outcome", REJECTIONS)
         recent = f"({recent} OR ({rejected} AND s.outcome_at >= %s))"
-        recent_params += [*rejected_params, db_time(now - timedelta(days=cooldown))]
+        recent_params += [*rejected_params, now - timedelta(days=cooldown)]
     of_customers, of_customer_params = any_of("o.customer_id", customer_ids)
     last_rejection: dict[int, datetime] = {}
     for customer_id, opportunity_id, status, outcome, outcome_at, created_at in fetch_in_workspace(

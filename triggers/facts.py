@@ -19,7 +19,7 @@ from accounts.models import Contact
 from billing.models import MrrMovement, Plan, Subscription
 from billing.queries import LIVE_STATUSES
 from triggers import customer_events
-from triggers.batch_sql import any_of, aware, db_time, fetch_in_workspace, one_of
+from triggers.batch_sql import any_of, aware, fetch_in_workspace, one_of
 from triggers.context import WorkspaceContext
 from triggers.evaluation import EVENT_KINDS, CustomerFacts
 from triggers.models import Meter, MeterDefinition, Rule
@@ -120,7 +120,7 @@ def _event_counts(
     for rule in context.rules:
         if rule.kind in EVENT_KINDS or (rule.kind == Rule.Kind.TEAM_GROWTH and rule.event_name):
             since = now - timedelta(days=rule.window_days)
-            windows.append(('event = %s AND "timestamp" >= %s', [rule.event_name, db_time(since)]))
+            windows.append(('event = %s AND "timestamp" >= %s', [rule.event_name, since]))
             rule_ids.append(rule.pk)
             names.add(rule.event_name)
             earliest = min(earliest, since)
@@ -141,7 +141,7 @@ def _contacts_added(customer_ids: list[int], context: WorkspaceContext, now: dat
     rules = [r for r in context.rules if r.kind == Rule.Kind.TEAM_GROWTH and not r.event_name]
     if not rules:
         return {}
-    windows = [("created_at >= %s", [db_time(now - timedelta(days=rule.window_days))]) for rule in rules]
+    windows = [("created_at >= %s", [now - timedelta(days=rule.window_days)]) for rule in rules]
     rows = _counts(Contact._meta.db_table, customer_ids, windows, "", [])
     counts: dict[int, dict[int, int]] = {}
     for customer_id, *values in rows:
