@@ -8,14 +8,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 
-def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows the plan's scans of the event table's partitions read: returned plus filtered out, over
-    every loop (PostgreSQL reports rows per loop, rounded, so this is approximate for many loops)."""
+def rows_read_from(plan: dict[str, Any], table: str, *, partitions: bool = False) -> int:
+    """Rows a JSON plan's scans of `table` (and, with `partitions`, of its partitions `table_…`)
+    read: returned plus filtered out, over every loop. An upper bound: PostgreSQL reports a per-loop
+    average, rounded."""
     total = 0
     relation = plan.get("Relation Name", "")
-    if "Scan" in plan["Node Type"] and (relation == "triggers_event" or relation.startswith("triggers_event_")):
+    if "Scan" in plan["Node Type"] and (relation == table or (partitions and relation.startswith(f"{table}_"))):
         total += (plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)) * plan.get("Actual Loops", 1)
-    return total + sum(_rows_read(child) for child in plan.get("Plans", []))
+    return total + sum(rows_read_from(child, table, partitions=partitions) for child in plan.get("Plans", []))
 
 
 def event_rows_read(queries: CaptureQueriesContext) -> dict[str, int]:
@@ -28,5 +29,5 @@ def event_rows_read(queries: CaptureQueriesContext) -> dict[str, int]:
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
             [(plans,)] = cursor.fetchall()
-        read[sql] = _rows_read(plans[0]["Plan"])
+        read[sql] = rows_read_from(plans[0]["Plan"], "triggers_event", partitions=True)
     return read

@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts import prepared_sql
 from accounts.models import Contact, Customer
 from accounts.tenancy import tenant_scope
+from tests.plans import rows_read_from
 from triggers import ingest
 from triggers.models import EvaluationRequest, Event
 from triggers.services import claim_evaluations, create_meter_definition
@@ -185,15 +186,6 @@ def test_an_api_call_on_a_connection_that_died_since_its_last_request_is_answere
         assert sorted(Event.objects.values_list("message_id", flat=True)) == ["after", "before"]
 
 
-def _rows_read_from(plan: dict, table: str) -> int:
-    """Rows a JSON plan's scans of `table` read: returned plus filtered out, over every loop (an
-    upper bound: PostgreSQL reports a per-loop average, rounded)."""
-    total = 0
-    if plan.get("Relation Name") == table and "Scan" in plan["Node Type"]:
-        total += (plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)) * plan.get("Actual Loops", 1)
-    return total + sum(_rows_read_from(child, table) for child in plan.get("Plans", []))
-
-
 def test_the_outbox_lock_reads_only_the_requested_customers_rows_even_as_a_cached_generic_plan(tenant_a) -> None:  # type: ignore[no-untyped-def]
     """Share-locking a request's pending outbox rows must cost per customer of the request, not per
     pending row of the workspace: 2,000 pending rows, never analyzed, a generic plan, 3 customers."""
@@ -217,7 +209,7 @@ def test_the_outbox_lock_reads_only_the_requested_customers_rows_even_as_a_cache
     )
     # One probe of the unique index per customer (two pending rows locked, one created), where the
     # old statement's cached plan walked and compared all 2,001 pending rows of the workspace.
-    assert _rows_read_from(plan["Plan"], EvaluationRequest._meta.db_table) <= len(wanted), json.dumps(plan, indent=1)
+    assert rows_read_from(plan["Plan"], EvaluationRequest._meta.db_table) <= len(wanted), json.dumps(plan, indent=1)
     with tenant_scope(workspace):
         assert EvaluationRequest.objects.filter(customer=fresh, claimed_at__isnull=True).count() == 1
 
@@ -248,8 +240,8 @@ def test_a_batch_look_up_reads_only_the_people_it_names_even_as_a_cached_generic
         [workspace.pk, "{m1,m2,m3}", "{co-0,co-500,co-1000}", "{person-0,person-1000,person-2000}"],
     )
     rows = json.dumps(plan, indent=1)
-    assert _rows_read_from(plan["Plan"], Customer._meta.db_table) <= 3, rows
-    assert _rows_read_from(plan["Plan"], Contact._meta.db_table) <= 3, rows
+    assert rows_read_from(plan["Plan"], Customer._meta.db_table) <= 3, rows
+    assert rows_read_from(plan["Plan"], Contact._meta.db_table) <= 3, rows
     with tenant_scope(workspace):
         stored = Event.objects.order_by("message_id").values_list(
             "message_id", "contact__external_id", "customer__external_id"
@@ -286,8 +278,8 @@ def test_a_look_up_planned_while_the_people_tables_were_small_still_probes_each_
         finally:
             cursor.execute("DEALLOCATE small_tables")
     rows = json.dumps(plan, indent=1)
-    assert _rows_read_from(plan["Plan"], Customer._meta.db_table) == 3, rows  # each found, nothing else read
-    assert _rows_read_from(plan["Plan"], Contact._meta.db_table) == 3, rows
+    assert rows_read_from(plan["Plan"], Customer._meta.db_table) == 3, rows  # each found, nothing else read
+    assert rows_read_from(plan["Plan"], Contact._meta.db_table) == 3, rows
 
 
 def _plans() -> dict[str, tuple[int, int]]:
